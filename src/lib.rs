@@ -1,0 +1,5 @@
+//! ctwa-operator: Click-to-WhatsApp ad measurement on Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod crdgen;
