@@ -2,4 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bridge;
 pub mod crdgen;
+pub mod upstream;

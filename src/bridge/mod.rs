@@ -1,0 +1,1 @@
+//! ConversionBridge: Signals events to hashed, batched X conversions.

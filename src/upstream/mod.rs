@@ -1,0 +1,1 @@
+//! HTTP clients for the 360dialog Hub, the Signals API and the X Ads API.
