@@ -118,7 +118,7 @@ start() {
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "ctwa=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn \
-    </dev/null >"$DIR/etcd.log" 2>&1 &
+    </dev/null >"$DIR/etcd.log" 2>&1 9>&- &
   echo $! > "$DIR/etcd.pid"
   wait_for etcd 30 curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$etcd_port/health"
 
@@ -133,7 +133,7 @@ start() {
     --service-account-key-file "$DIR/sa.pub" --service-account-signing-key-file "$DIR/sa.key" \
     --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
     --cert-dir "$DIR/apiserver-certs" --profiling=false --v=1 \
-    </dev/null >"$DIR/kube-apiserver.log" 2>&1 &
+    </dev/null >"$DIR/kube-apiserver.log" 2>&1 9>&- &
   echo $! > "$DIR/kube-apiserver.pid"
   wait_for kube-apiserver 90 readyz
   write_kubeconfig "$api_port" "$token"
@@ -145,7 +145,7 @@ start() {
     --leader-elect=false --use-service-account-credentials=false --secure-port 0 \
     --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller,-persistentvolume-attach-detach-controller' \
     --concurrent-gc-syncs 5 --v=1 \
-    </dev/null >"$DIR/kube-controller-manager.log" 2>&1 &
+    </dev/null >"$DIR/kube-controller-manager.log" 2>&1 9>&- &
   echo $! > "$DIR/kube-controller-manager.pid"
   sleep 1
   pid_alive kube-controller-manager || { log "kube-controller-manager exited:"; tail -n 30 "$DIR/kube-controller-manager.log" >&2; exit 1; }

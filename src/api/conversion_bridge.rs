@@ -21,12 +21,38 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
     namespaced,
     status = "ConversionBridgeStatus",
     doc = "ConversionBridge reads Click-to-WhatsApp events from 360dialog Signals, hashes the phone numbers and forwards them as conversions to the X Conversion API in batches.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Forwarded", type_ = "integer", json_path = ".status.eventsForwarded"),
-    printcolumn(name = "Rejected", type_ = "integer", json_path = ".status.eventsRejected"),
-    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lagSeconds", description = "Seconds between now and the checkpoint"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Forwarded",
+        type_ = "integer",
+        json_path = ".status.eventsForwarded"
+    ),
+    printcolumn(
+        name = "Rejected",
+        type_ = "integer",
+        json_path = ".status.eventsRejected"
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.lagSeconds",
+        description = "Seconds between now and the checkpoint"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConversionBridgeSpec {

@@ -18,11 +18,23 @@ use super::common::{CommonStatus, DeletionPolicy, SecretReference, default_true}
     namespaced,
     status = "CtwaTrackingStatus",
     doc = "CtwaTracking turns Click-to-WhatsApp ad tracking on or off for one WhatsApp channel (number) at the 360dialog Hub.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Channel", type_ = "string", json_path = ".spec.channelId"),
     printcolumn(name = "Enabled", type_ = "boolean", json_path = ".status.enabled"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CtwaTrackingSpec {

@@ -3,6 +3,9 @@
 //! Validation lives in the schema (OpenAPI bounds, enums and CEL rules) so that `kubectl apply`
 //! rejects a bad manifest before the operator ever sees it.
 
+// Several `printcolumn(type_ = "string", ...)` entries look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
+
 mod common;
 mod conversion_bridge;
 mod ctwa_tracking;
@@ -17,8 +20,8 @@ pub use signals_keyword::*;
 pub use signals_postback::*;
 pub use x_web_event_tag::*;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// Every CRD this operator serves, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {

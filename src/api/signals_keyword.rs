@@ -17,11 +17,28 @@ use super::common::{CommonStatus, DeletionPolicy, ManagementPolicy, SecretRefere
     namespaced,
     status = "SignalsKeywordStatus",
     doc = "SignalsKeyword is one tracked conversion keyword in 360dialog's Signals API, scoped to one ad or shared by all numbers of the account.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Keyword-ID", type_ = "string", json_path = ".status.keywordId"),
-    printcolumn(name = "Keyword", type_ = "string", json_path = ".spec.keyword", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Keyword",
+        type_ = "string",
+        json_path = ".spec.keyword",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [

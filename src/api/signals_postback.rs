@@ -19,12 +19,29 @@ use super::common::{
     namespaced,
     status = "SignalsPostbackStatus",
     doc = "SignalsPostback sets one instant-postback URL in 360dialog's Signals API: for an ad, for a keyword of an ad, or for the session_start event of an ad.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Event", type_ = "string", json_path = ".spec.event"),
     printcolumn(name = "Ad", type_ = "string", json_path = ".spec.adId"),
-    printcolumn(name = "Keyword-ID", type_ = "string", json_path = ".status.keywordId", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Keyword-ID",
+        type_ = "string",
+        json_path = ".status.keywordId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
