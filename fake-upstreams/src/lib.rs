@@ -1,0 +1,1 @@
+//! Fakes of the 360dialog Hub, Signals API and X Ads API.
