@@ -4,4 +4,5 @@
 pub mod api;
 pub mod bridge;
 pub mod crdgen;
+pub mod reconcile;
 pub mod upstream;

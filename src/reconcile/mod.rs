@@ -1,0 +1,4 @@
+//! The generic managed-resource reconciler, written once and used by every managed kind.
+
+pub mod backoff;
+pub mod conditions;
