@@ -2,3 +2,4 @@
 
 pub mod backoff;
 pub mod conditions;
+pub mod managed;

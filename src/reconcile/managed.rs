@@ -1,0 +1,180 @@
+//! What the generic reconciler needs to know about a managed kind, implemented once per kind.
+
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    CommonStatus, CtwaTracking, DeletionPolicy, EXTERNAL_ID_ANNOTATION, ManagementPolicy,
+    PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION, SignalsKeyword, SignalsPostback, XWebEventTag,
+};
+
+/// A custom resource the generic reconciler can drive.
+pub trait Managed:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The Secret (same namespace) with the upstream credentials.
+    fn secret_name(&self) -> &str;
+    fn deletion_policy(&self) -> DeletionPolicy;
+    fn management_policy(&self) -> ManagementPolicy {
+        ManagementPolicy::Manage
+    }
+    /// The common part of the status, if a status was written yet.
+    fn common_status(&self) -> Option<&CommonStatus>;
+    /// How often upstream is re-read when nothing happens, unless the object overrides it.
+    fn default_resync(global: Duration) -> Duration {
+        global
+    }
+}
+
+/// Accessors shared by every managed kind, derived from metadata.
+pub trait ManagedExt: Managed {
+    fn is_paused(&self) -> bool {
+        annotation(self, PAUSED_ANNOTATION) == Some("true")
+    }
+
+    /// The upstream id the user or the operator recorded in `ctwa.dev/external-id`.
+    fn external_id(&self) -> Option<&str> {
+        annotation(self, EXTERNAL_ID_ANNOTATION).filter(|id| !id.is_empty())
+    }
+
+    /// The drift-check interval: the `ctwa.dev/resync-interval` annotation when it parses,
+    /// else the kind's default. An unparsable annotation falls back rather than failing the
+    /// object; the reconciler reports it in an Event.
+    fn resync_interval(&self, global: Duration) -> Result<Duration, String> {
+        match annotation(self, RESYNC_INTERVAL_ANNOTATION) {
+            None => Ok(Self::default_resync(global)),
+            Some(text) => parse_duration(text),
+        }
+    }
+}
+
+impl<T: Managed> ManagedExt for T {}
+
+fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// Parses a Go-style duration (`90s`, `10m`, `1h30m`) into a positive std duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed: kube::core::Duration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 90s, 10m or 1h: {e}"))?;
+    if parsed.is_negative() {
+        return Err(format!("{text:?} is negative"));
+    }
+    let d: Duration = parsed.into();
+    if d.is_zero() {
+        return Err(format!("{text:?} is zero"));
+    }
+    Ok(d)
+}
+
+impl Managed for CtwaTracking {
+    fn secret_name(&self) -> &str {
+        &self.spec.secret_ref.name
+    }
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+    /// The Hub has no read endpoint, so each resync is a write: once an hour is enough.
+    fn default_resync(_global: Duration) -> Duration {
+        Duration::from_secs(3600)
+    }
+}
+
+impl Managed for SignalsKeyword {
+    fn secret_name(&self) -> &str {
+        &self.spec.secret_ref.name
+    }
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy
+    }
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+
+impl Managed for SignalsPostback {
+    fn secret_name(&self) -> &str {
+        &self.spec.secret_ref.name
+    }
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy
+    }
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+
+impl Managed for XWebEventTag {
+    fn secret_name(&self) -> &str {
+        &self.spec.secret_ref.name
+    }
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy
+    }
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_kubernetes() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn resync_annotation_overrides_the_default() {
+        let mut kw: SignalsKeyword = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsKeyword",
+            "metadata": {"name": "k", "namespace": "n"},
+            "spec": {"clientId": "c", "appId": "a", "keyword": "k", "secretRef": {"name": "s"}}
+        }))
+        .unwrap();
+        let global = Duration::from_secs(600);
+        assert_eq!(kw.resync_interval(global).unwrap(), global);
+        kw.metadata.annotations =
+            Some([(RESYNC_INTERVAL_ANNOTATION.to_string(), "5s".to_string())].into());
+        assert_eq!(kw.resync_interval(global).unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            CtwaTracking::default_resync(global),
+            Duration::from_secs(3600)
+        );
+        assert!(!kw.is_paused());
+    }
+}
