@@ -1,1 +1,2 @@
 //! ConversionBridge: Signals events to hashed, batched X conversions.
+pub mod identity;

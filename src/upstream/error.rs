@@ -1,0 +1,539 @@
+//! Upstream errors and their classification (SPEC section 3).
+//!
+//! [`classify_response`] is a pure function of (status, headers, body) so the
+//! retry policy can be unit-tested without I/O.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::HeaderMap;
+
+/// Which upstream API an error or request concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// 360dialog Hub (tokens, enable/disable CTWA).
+    Hub,
+    /// 360dialog Signals API.
+    Signals,
+    /// X (Twitter) Ads API.
+    XAds,
+}
+
+impl Api {
+    /// Stable lowercase name, suitable for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Hub => "hub",
+            Api::Signals => "signals",
+            Api::XAds => "x-ads",
+        }
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the caller should react to an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 5xx, timeouts, connection errors: retry with backoff.
+    Transient,
+    /// 429: retry, not before `retry_at` when the upstream said when.
+    RateLimited {
+        /// When the upstream allows the next request, if it said so.
+        retry_at: Option<SystemTime>,
+    },
+    /// Other 4xx, missing or invalid credentials: do not retry until the input changes.
+    Terminal,
+}
+
+/// Longest upstream message kept in an error (messages end up in status and events).
+const MAX_MESSAGE_CHARS: usize = 512;
+
+/// An error from one upstream call.
+///
+/// Display never contains a URL, a credential or a request body: only the API,
+/// the operation name, the HTTP status and the upstream's own error message.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream answered with a non-success HTTP status.
+    #[error("{api} {operation}: HTTP {status}{}", fmt_message(.message))]
+    Status {
+        /// API called.
+        api: Api,
+        /// Operation name (e.g. `create_keyword`).
+        operation: &'static str,
+        /// HTTP status code.
+        status: u16,
+        /// The upstream's message, when the body carried one.
+        message: Option<String>,
+        /// Classification computed from status, headers and body.
+        class: ErrorClass,
+    },
+    /// The request timed out.
+    #[error("{api} {operation}: request timed out")]
+    Timeout {
+        /// API called.
+        api: Api,
+        /// Operation name.
+        operation: &'static str,
+    },
+    /// Connecting or transferring failed (DNS, refused, reset, TLS).
+    #[error("{api} {operation}: connection failed: {detail}")]
+    Connection {
+        /// API called.
+        api: Api,
+        /// Operation name.
+        operation: &'static str,
+        /// Description of the failure, without the URL.
+        detail: String,
+    },
+    /// A success response whose body could not be decoded.
+    #[error("{api} {operation}: unexpected response body: {detail}")]
+    Decode {
+        /// API called.
+        api: Api,
+        /// Operation name.
+        operation: &'static str,
+        /// HTTP status of the response.
+        status: u16,
+        /// Decoder message.
+        detail: String,
+    },
+    /// The request could not be built or the client is misconfigured (bad base URL, ...).
+    #[error("{api} {operation}: invalid request: {detail}")]
+    InvalidRequest {
+        /// API called.
+        api: Api,
+        /// Operation name.
+        operation: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Credentials are missing or malformed (never contains a value).
+    #[error("{api} {operation}: {source}")]
+    Credentials {
+        /// API called.
+        api: Api,
+        /// Operation name.
+        operation: &'static str,
+        /// The credential problem.
+        #[source]
+        source: crate::upstream::secret::CredentialsError,
+    },
+}
+
+fn fmt_message(message: &Option<String>) -> String {
+    match message {
+        Some(m) => format!(": {m}"),
+        None => String::new(),
+    }
+}
+
+impl UpstreamError {
+    /// How the caller should react (retry, wait, stall).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            UpstreamError::Status { class, .. } => *class,
+            UpstreamError::Timeout { .. } | UpstreamError::Connection { .. } => {
+                ErrorClass::Transient
+            }
+            // A 2xx with a body we cannot read is most likely an upstream glitch.
+            UpstreamError::Decode { .. } => ErrorClass::Transient,
+            UpstreamError::InvalidRequest { .. } | UpstreamError::Credentials { .. } => {
+                ErrorClass::Terminal
+            }
+        }
+    }
+
+    /// The API this error concerns.
+    pub fn api(&self) -> Api {
+        match self {
+            UpstreamError::Status { api, .. }
+            | UpstreamError::Timeout { api, .. }
+            | UpstreamError::Connection { api, .. }
+            | UpstreamError::Decode { api, .. }
+            | UpstreamError::InvalidRequest { api, .. }
+            | UpstreamError::Credentials { api, .. } => *api,
+        }
+    }
+
+    /// The operation name this error concerns.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            UpstreamError::Status { operation, .. }
+            | UpstreamError::Timeout { operation, .. }
+            | UpstreamError::Connection { operation, .. }
+            | UpstreamError::Decode { operation, .. }
+            | UpstreamError::InvalidRequest { operation, .. }
+            | UpstreamError::Credentials { operation, .. } => operation,
+        }
+    }
+
+    /// HTTP status, when the upstream answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::Status { status, .. } | UpstreamError::Decode { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// True for a 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, UpstreamError::Status { status: 404, .. })
+    }
+
+    /// True for a 401 or 403 (bad or expired credentials, no access).
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+
+    /// True for a 429.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self.class(), ErrorClass::RateLimited { .. })
+    }
+
+    /// The upstream's own error message (from `detail` or `errors[].message`).
+    pub fn upstream_message(&self) -> Option<&str> {
+        match self {
+            UpstreamError::Status { message, .. } => message.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Build a [`UpstreamError::Status`] from a response's parts.
+    pub fn from_response(
+        api: Api,
+        operation: &'static str,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Self {
+        let (class, message) = classify_response(status, headers, body, SystemTime::now());
+        UpstreamError::Status {
+            api,
+            operation,
+            status,
+            message,
+            class,
+        }
+    }
+
+    /// Map a transport error from reqwest (the URL is dropped).
+    pub fn from_reqwest(api: Api, operation: &'static str, err: reqwest::Error) -> Self {
+        let err = err.without_url();
+        if err.is_timeout() {
+            UpstreamError::Timeout { api, operation }
+        } else if err.is_builder() {
+            UpstreamError::InvalidRequest {
+                api,
+                operation,
+                detail: error_chain(&err),
+            }
+        } else if let Some(status) = err.status() {
+            UpstreamError::Status {
+                api,
+                operation,
+                status: status.as_u16(),
+                message: None,
+                class: classify_status(status.as_u16()),
+            }
+        } else if err.is_decode() {
+            UpstreamError::Decode {
+                api,
+                operation,
+                status: 200,
+                detail: error_chain(&err),
+            }
+        } else {
+            UpstreamError::Connection {
+                api,
+                operation,
+                detail: error_chain(&err),
+            }
+        }
+    }
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Class of a status code alone (no headers: a 429 gets no `retry_at`).
+pub fn classify_status(status: u16) -> ErrorClass {
+    match status {
+        429 => ErrorClass::RateLimited { retry_at: None },
+        408 | 500..=599 => ErrorClass::Transient,
+        _ => ErrorClass::Terminal,
+    }
+}
+
+/// Classify a non-success response and extract the upstream's message.
+///
+/// - 5xx and 408: transient.
+/// - 429: rate limited; `retry_at` from `Retry-After` (seconds, Signals) or
+///   `x-rate-limit-reset` (epoch seconds, X), whichever is present (`Retry-After` first).
+/// - other 4xx: terminal.
+///
+/// The message comes from `{"detail": "..."}`, `{"detail": [{"msg", "loc"}, ...]}`
+/// (FastAPI validation errors; the `input` echo is deliberately dropped since it may
+/// hold a URL with a token) or `{"errors": [{"message"}]}` (X).
+pub fn classify_response(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> (ErrorClass, Option<String>) {
+    let class = match classify_status(status) {
+        ErrorClass::RateLimited { .. } => ErrorClass::RateLimited {
+            retry_at: retry_after(headers, now).or_else(|| rate_limit_reset(headers)),
+        },
+        other => other,
+    };
+    (class, extract_message(body))
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok()
+}
+
+/// `Retry-After: <seconds>` relative to `now`.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<SystemTime> {
+    let secs = header_u64(headers, "retry-after")?;
+    now.checked_add(Duration::from_secs(secs))
+}
+
+/// `x-rate-limit-reset: <epoch seconds>`.
+pub fn rate_limit_reset(headers: &HeaderMap) -> Option<SystemTime> {
+    let secs = header_u64(headers, "x-rate-limit-reset")?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// `x-rate-limit-limit`.
+pub fn rate_limit_limit(headers: &HeaderMap) -> Option<u64> {
+    header_u64(headers, "x-rate-limit-limit")
+}
+
+/// `x-rate-limit-remaining`.
+pub fn rate_limit_remaining(headers: &HeaderMap) -> Option<u64> {
+    header_u64(headers, "x-rate-limit-remaining")
+}
+
+/// Extract a human message from an upstream error body, if any.
+pub fn extract_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let msg = if let Some(detail) = value.get("detail") {
+        detail_message(detail)
+    } else if let Some(errors) = value.get("errors").and_then(|e| e.as_array()) {
+        let msgs: Vec<String> = errors
+            .iter()
+            .filter_map(|e| {
+                let m = e.get("message").and_then(|m| m.as_str())?;
+                Some(m.to_string())
+            })
+            .collect();
+        (!msgs.is_empty()).then(|| msgs.join("; "))
+    } else {
+        value
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_string)
+    }?;
+    Some(truncate(msg.trim()))
+}
+
+fn detail_message(detail: &serde_json::Value) -> Option<String> {
+    match detail {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(items) => {
+            let msgs: Vec<String> = items
+                .iter()
+                .filter_map(|item| match item {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Object(o) => {
+                        let msg = o.get("msg").and_then(|m| m.as_str())?;
+                        let loc = o.get("loc").and_then(|l| l.as_array()).map(|l| {
+                            l.iter()
+                                .map(|p| match p {
+                                    serde_json::Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        });
+                        Some(match loc {
+                            Some(loc) if !loc.is_empty() => format!("{loc}: {msg}"),
+                            _ => msg.to_string(),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            (!msgs.is_empty()).then(|| msgs.join("; "))
+        }
+        _ => None,
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() <= MAX_MESSAGE_CHARS {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(MAX_MESSAGE_CHARS).collect();
+        out.push('…');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    #[test]
+    fn server_errors_are_transient() {
+        for s in [500, 502, 503, 504, 408] {
+            let (class, _) = classify_response(s, &HeaderMap::new(), b"oops", now());
+            assert_eq!(class, ErrorClass::Transient, "{s}");
+        }
+    }
+
+    #[test]
+    fn client_errors_are_terminal() {
+        for s in [400, 401, 403, 404, 409, 422] {
+            let (class, _) = classify_response(s, &HeaderMap::new(), b"", now());
+            assert_eq!(class, ErrorClass::Terminal, "{s}");
+        }
+    }
+
+    #[test]
+    fn signals_429_uses_retry_after_seconds() {
+        let (class, msg) = classify_response(
+            429,
+            &headers(&[("retry-after", "17")]),
+            br#"{"detail":"Too many requests"}"#,
+            now(),
+        );
+        assert_eq!(
+            class,
+            ErrorClass::RateLimited {
+                retry_at: Some(now() + Duration::from_secs(17))
+            }
+        );
+        assert_eq!(msg.as_deref(), Some("Too many requests"));
+    }
+
+    #[test]
+    fn x_429_uses_rate_limit_reset_epoch() {
+        let (class, msg) = classify_response(
+            429,
+            &headers(&[
+                ("x-rate-limit-reset", "1800000900"),
+                ("x-rate-limit-remaining", "0"),
+            ]),
+            br#"{"errors":[{"code":"TOO_MANY_REQUESTS","message":"Rate limit exceeded"}]}"#,
+            now(),
+        );
+        assert_eq!(
+            class,
+            ErrorClass::RateLimited {
+                retry_at: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_900))
+            }
+        );
+        assert_eq!(msg.as_deref(), Some("Rate limit exceeded"));
+    }
+
+    #[test]
+    fn bare_429_has_no_retry_at() {
+        let (class, msg) = classify_response(429, &headers(&[("retry-after", "x")]), b"", now());
+        assert_eq!(class, ErrorClass::RateLimited { retry_at: None });
+        assert_eq!(msg, None);
+    }
+
+    #[test]
+    fn messages_are_extracted() {
+        assert_eq!(
+            extract_message(br#"{"detail":"Could not validate credentials"}"#).as_deref(),
+            Some("Could not validate credentials")
+        );
+        assert_eq!(
+            extract_message(
+                br#"{"detail":[{"loc":["body","url"],"msg":"invalid url","input":"https://h/?token=SECRET"}]}"#
+            )
+            .as_deref(),
+            Some("body.url: invalid url")
+        );
+        assert_eq!(
+            extract_message(
+                br#"{"errors":[{"code":"INVALID_PARAMETER","message":"Conversion count limit is 500","parameter":"conversions"},{"message":"second"}],"request":{}}"#
+            )
+            .as_deref(),
+            Some("Conversion count limit is 500; second")
+        );
+        assert_eq!(extract_message(b"<html>bad gateway</html>"), None);
+        assert_eq!(extract_message(br#"{"unrelated":1}"#), None);
+        let long = format!(r#"{{"detail":"{}"}}"#, "a".repeat(2000));
+        assert!(extract_message(long.as_bytes()).unwrap().chars().count() <= 513);
+    }
+
+    #[test]
+    fn error_helpers() {
+        let e = UpstreamError::from_response(
+            Api::Signals,
+            "get_keyword",
+            404,
+            &HeaderMap::new(),
+            br#"{"detail":"Keyword not found"}"#,
+        );
+        assert!(e.is_not_found());
+        assert!(!e.is_unauthorized());
+        assert_eq!(e.class(), ErrorClass::Terminal);
+        assert_eq!(e.status(), Some(404));
+        assert_eq!(e.upstream_message(), Some("Keyword not found"));
+        assert_eq!(
+            e.to_string(),
+            "signals get_keyword: HTTP 404: Keyword not found"
+        );
+        for s in [401, 403] {
+            let e = UpstreamError::from_response(Api::XAds, "get_tag", s, &HeaderMap::new(), b"");
+            assert!(e.is_unauthorized());
+            assert_eq!(e.to_string(), format!("x-ads get_tag: HTTP {s}"));
+        }
+        let t = UpstreamError::Timeout {
+            api: Api::Hub,
+            operation: "token",
+        };
+        assert_eq!(t.class(), ErrorClass::Transient);
+        assert_eq!(t.status(), None);
+    }
+}

@@ -1,0 +1,446 @@
+//! 360dialog Signals API: keywords, postback URLs, events (SPEC 6.2).
+//!
+//! Every path is under `/v1/clients/{client_id}/apps/{app_id}`; Bearer auth via
+//! [`HubTokenProvider`] (one retry with a fresh token on 401).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::upstream::error::{Api, UpstreamError};
+use crate::upstream::http::{SuccessBody, Transport, join_url, parse_base_url, string_or_number};
+use crate::upstream::hub_auth::{DialogAuth, HubTokenProvider};
+use crate::upstream::secret::SecretString;
+
+/// Largest page for keyword lists.
+pub const KEYWORDS_MAX_LIMIT: u32 = 100;
+/// Largest page for event lists.
+pub const EVENTS_MAX_LIMIT: u32 = 1000;
+
+/// Keyword status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeywordStatus {
+    /// Tracked.
+    Active,
+    /// Replaced or deleted.
+    Archived,
+    /// A status this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl KeywordStatus {
+    fn as_str(&self) -> &'static str {
+        match self {
+            KeywordStatus::Active => "active",
+            KeywordStatus::Archived => "archived",
+            KeywordStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// A tracked keyword.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Keyword {
+    /// Upstream id.
+    #[serde(deserialize_with = "string_or_number::deserialize")]
+    pub id: String,
+    /// Keyword text.
+    pub keyword: String,
+    /// Ad id, `None` for shared keywords.
+    #[serde(default, deserialize_with = "string_or_number::option")]
+    pub ad_id: Option<String>,
+    /// Shared by all numbers.
+    #[serde(default)]
+    pub is_shared: bool,
+    /// Status.
+    #[serde(default = "unknown_status")]
+    pub status: KeywordStatus,
+}
+
+fn unknown_status() -> KeywordStatus {
+    KeywordStatus::Unknown
+}
+
+/// Filter for [`SignalsClient::list_keywords`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeywordFilter {
+    /// Only keywords of this ad.
+    pub ad_id: Option<String>,
+    /// Only shared (true) or per-ad (false) keywords.
+    pub is_shared: Option<bool>,
+    /// Only keywords with this status.
+    pub status: Option<KeywordStatus>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// Items of this page.
+    pub data: Vec<T>,
+    /// Total matching items.
+    pub total_count: u64,
+    /// Offset of this page.
+    pub offset: u64,
+    /// Page size.
+    pub limit: u64,
+}
+
+#[derive(Deserialize)]
+struct RawPage<T> {
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
+    #[serde(default)]
+    total_count: Option<u64>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+/// Where a postback URL is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostbackTarget {
+    /// `/ads/{ad}/signal`.
+    Ad {
+        /// Ad id.
+        ad: String,
+    },
+    /// `/ads/{ad}/keywords/{keyword_id}/signal`.
+    Keyword {
+        /// Ad id.
+        ad: String,
+        /// Keyword id.
+        keyword_id: String,
+    },
+    /// `/ads/{ad}/events/session_start/signal`.
+    SessionStart {
+        /// Ad id.
+        ad: String,
+    },
+}
+
+impl PostbackTarget {
+    fn segments(&self) -> Vec<&str> {
+        match self {
+            PostbackTarget::Ad { ad } => vec!["ads", ad, "signal"],
+            PostbackTarget::Keyword { ad, keyword_id } => {
+                vec!["ads", ad, "keywords", keyword_id, "signal"]
+            }
+            PostbackTarget::SessionStart { ad } => {
+                vec!["ads", ad, "events", "session_start", "signal"]
+            }
+        }
+    }
+}
+
+/// Query for [`SignalsClient::list_events`]; times are sent as UTC `YYYY-MM-DDTHH:MM:SS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    /// Inclusive start.
+    pub date_from: jiff::Timestamp,
+    /// Exclusive end.
+    pub date_to: jiff::Timestamp,
+    /// Only events of this ad.
+    pub ad_id: Option<String>,
+    /// Only events of this type (`converted`, `keyword`, ...).
+    pub event_type: Option<String>,
+    /// Only events of this type id.
+    pub event_type_id: Option<String>,
+}
+
+fn signals_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+#[derive(Deserialize)]
+struct PostbackBody {
+    #[serde(default)]
+    url: Option<String>,
+}
+
+/// Client for one Signals app, bound to one credential.
+#[derive(Debug, Clone)]
+pub struct SignalsClient {
+    transport: Transport,
+    base: url::Url,
+    client_id: String,
+    app_id: String,
+    tokens: Arc<HubTokenProvider>,
+    auth: DialogAuth,
+}
+
+impl SignalsClient {
+    /// A client for `/v1/clients/{client_id}/apps/{app_id}` under `signals_url`.
+    pub fn new(
+        transport: Transport,
+        signals_url: &str,
+        client_id: impl Into<String>,
+        app_id: impl Into<String>,
+        tokens: Arc<HubTokenProvider>,
+        auth: DialogAuth,
+    ) -> Result<Self, UpstreamError> {
+        Ok(SignalsClient {
+            transport,
+            base: parse_base_url(Api::Signals, signals_url)?,
+            client_id: client_id.into(),
+            app_id: app_id.into(),
+            tokens,
+            auth,
+        })
+    }
+
+    fn url(&self, op: &'static str, tail: &[&str]) -> Result<url::Url, UpstreamError> {
+        let mut segments = vec!["v1", "clients", &self.client_id, "apps", &self.app_id];
+        segments.extend_from_slice(tail);
+        join_url(&self.base, &segments, Api::Signals, op)
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: url::Url,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+    ) -> Result<T, UpstreamError> {
+        self.tokens
+            .with_token(&self.auth, |token| {
+                let mut request = self
+                    .transport
+                    .client()
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(token.expose());
+                if !query.is_empty() {
+                    request = request.query(query);
+                }
+                if let Some(body) = &body {
+                    request = request.json(body);
+                }
+                async move {
+                    let response = self.transport.execute(Api::Signals, op, request).await?;
+                    response.json::<T>(Api::Signals, op)
+                }
+            })
+            .await
+    }
+
+    /// `GET /keywords?ad_id&is_shared&status&offset&limit` (limit clamped to 1..=100).
+    pub async fn list_keywords(
+        &self,
+        filter: &KeywordFilter,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Page<Keyword>, UpstreamError> {
+        const OP: &str = "list_keywords";
+        let mut query = Vec::new();
+        if let Some(ad) = &filter.ad_id {
+            query.push(("ad_id", ad.clone()));
+        }
+        if let Some(shared) = filter.is_shared {
+            query.push(("is_shared", shared.to_string()));
+        }
+        if let Some(status) = &filter.status {
+            query.push(("status", status.as_str().to_string()));
+        }
+        query.push(("offset", offset.to_string()));
+        query.push(("limit", limit.clamp(1, KEYWORDS_MAX_LIMIT).to_string()));
+        let url = self.url(OP, &["keywords"])?;
+        let raw: RawPage<Keyword> = self
+            .call(OP, reqwest::Method::GET, url, &query, None)
+            .await?;
+        Ok(finish_page(raw, offset))
+    }
+
+    /// Every keyword matching `filter`, walking all pages.
+    pub async fn list_all_keywords(
+        &self,
+        filter: &KeywordFilter,
+    ) -> Result<Vec<Keyword>, UpstreamError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .list_keywords(filter, all.len() as u64, KEYWORDS_MAX_LIMIT)
+                .await?;
+            let done = page.data.is_empty();
+            all.extend(page.data);
+            if done || all.len() as u64 >= page.total_count {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// `GET /keywords/{id}` (404 → [`UpstreamError::is_not_found`]).
+    pub async fn get_keyword(&self, id: &str) -> Result<Keyword, UpstreamError> {
+        const OP: &str = "get_keyword";
+        let url = self.url(OP, &["keywords", id])?;
+        self.call(OP, reqwest::Method::GET, url, &[], None).await
+    }
+
+    /// `POST /keywords?ad_id=` `{"keyword"}`.
+    pub async fn create_keyword(&self, ad_id: &str, text: &str) -> Result<Keyword, UpstreamError> {
+        const OP: &str = "create_keyword";
+        let url = self.url(OP, &["keywords"])?;
+        let body = serde_json::json!({ "keyword": text });
+        self.call(
+            OP,
+            reqwest::Method::POST,
+            url,
+            &[("ad_id", ad_id.to_string())],
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /keywords/shared` `{"keyword"}`.
+    pub async fn create_shared_keyword(&self, text: &str) -> Result<Keyword, UpstreamError> {
+        const OP: &str = "create_shared_keyword";
+        let url = self.url(OP, &["keywords", "shared"])?;
+        let body = serde_json::json!({ "keyword": text });
+        self.call(OP, reqwest::Method::POST, url, &[], Some(body))
+            .await
+    }
+
+    /// `PATCH /keywords/{id}` `{"keyword"}`: returns the new keyword (new id; the old is archived).
+    pub async fn patch_keyword(&self, id: &str, text: &str) -> Result<Keyword, UpstreamError> {
+        const OP: &str = "patch_keyword";
+        let url = self.url(OP, &["keywords", id])?;
+        let body = serde_json::json!({ "keyword": text });
+        self.call(OP, reqwest::Method::PATCH, url, &[], Some(body))
+            .await
+    }
+
+    /// `DELETE /keywords/{id}?delete=true`.
+    pub async fn delete_keyword(&self, id: &str) -> Result<(), UpstreamError> {
+        const OP: &str = "delete_keyword";
+        let url = self.url(OP, &["keywords", id])?;
+        let _: SuccessBody = self
+            .call(
+                OP,
+                reqwest::Method::DELETE,
+                url,
+                &[("delete", "true".to_string())],
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `GET .../signal` → the postback URL (secret: it may embed a token).
+    pub async fn get_postback(
+        &self,
+        target: &PostbackTarget,
+    ) -> Result<Option<SecretString>, UpstreamError> {
+        const OP: &str = "get_postback";
+        let url = self.url(OP, &target.segments())?;
+        let body: PostbackBody = self.call(OP, reqwest::Method::GET, url, &[], None).await?;
+        Ok(body.url.map(SecretString::new))
+    }
+
+    /// `POST .../signal` `{"url": ...}`; `None` clears it.
+    pub async fn set_postback(
+        &self,
+        target: &PostbackTarget,
+        url: Option<&SecretString>,
+    ) -> Result<(), UpstreamError> {
+        const OP: &str = "set_postback";
+        let endpoint = self.url(OP, &target.segments())?;
+        let body = serde_json::json!({ "url": url.map(SecretString::expose) });
+        let _: SuccessBody = self
+            .call(OP, reqwest::Method::POST, endpoint, &[], Some(body))
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /events?date_from&date_to&ad_id&event_type&event_type_id&limit&offset`
+    /// (limit clamped to 1..=1000). Events stay raw JSON so one malformed event
+    /// never fails the page.
+    pub async fn list_events(
+        &self,
+        query: &EventQuery,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Page<serde_json::Value>, UpstreamError> {
+        const OP: &str = "list_events";
+        let mut params = vec![
+            ("date_from", signals_time(query.date_from)),
+            ("date_to", signals_time(query.date_to)),
+        ];
+        if let Some(ad) = &query.ad_id {
+            params.push(("ad_id", ad.clone()));
+        }
+        if let Some(t) = &query.event_type {
+            params.push(("event_type", t.clone()));
+        }
+        if let Some(t) = &query.event_type_id {
+            params.push(("event_type_id", t.clone()));
+        }
+        params.push(("limit", limit.clamp(1, EVENTS_MAX_LIMIT).to_string()));
+        params.push(("offset", offset.to_string()));
+        let url = self.url(OP, &["events"])?;
+        let raw: RawPage<serde_json::Value> = self
+            .call(OP, reqwest::Method::GET, url, &params, None)
+            .await?;
+        Ok(finish_page(raw, offset))
+    }
+
+    /// Every event matching `query`, walking all pages of 1000.
+    pub async fn list_all_events(
+        &self,
+        query: &EventQuery,
+    ) -> Result<Vec<serde_json::Value>, UpstreamError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .list_events(query, all.len() as u64, EVENTS_MAX_LIMIT)
+                .await?;
+            let done = page.data.is_empty();
+            all.extend(page.data);
+            if done || all.len() as u64 >= page.total_count {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+fn finish_page<T>(raw: RawPage<T>, offset: u64) -> Page<T> {
+    let len = raw.data.len() as u64;
+    Page {
+        total_count: raw.total_count.unwrap_or(offset + len),
+        offset: raw.offset.unwrap_or(offset),
+        limit: raw.limit.unwrap_or(len),
+        data: raw.data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyword_tolerates_unknown_fields_and_numbers() {
+        let k: Keyword = serde_json::from_str(
+            r#"{"id":42,"keyword":"promo","ad_id":null,"is_shared":true,"status":"paused","new":1}"#,
+        )
+        .unwrap();
+        assert_eq!(k.id, "42");
+        assert_eq!(k.ad_id, None);
+        assert_eq!(k.status, KeywordStatus::Unknown);
+    }
+
+    #[test]
+    fn time_format() {
+        let t: jiff::Timestamp = "2026-11-01T12:34:56.789Z".parse().unwrap();
+        assert_eq!(signals_time(t), "2026-11-01T12:34:56");
+    }
+
+    #[test]
+    fn postback_paths() {
+        let t = PostbackTarget::Keyword {
+            ad: "a".into(),
+            keyword_id: "k".into(),
+        };
+        assert_eq!(t.segments(), ["ads", "a", "keywords", "k", "signal"]);
+    }
+}
