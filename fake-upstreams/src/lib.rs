@@ -1,1 +1,390 @@
-//! Fakes of the 360dialog Hub, Signals API and X Ads API.
+//! Stateful, strict, fault-injecting fakes of the three SaaS APIs ctwa-operator talks to:
+//! the 360dialog Hub, the 360dialog Signals API and the X Ads API (SPEC section 6).
+//!
+//! One server on one loopback port serves all three under prefixes:
+//!
+//! | API | base URL | notes |
+//! |---|---|---|
+//! | Hub | `http://HOST/hub` | `POST /token`, `POST /partners/{p}/clients/{c}/channels/{ch}/enable_ctwa\|disable_ctwa` |
+//! | Signals | `http://HOST/signals` | `/v1/clients/{client}/apps/{app}/keywords…`, postback URLs, `/events` |
+//! | X Ads | `http://HOST/x/12` | `/accounts/{account}/web_event_tags…`, `/measurement/conversions/{pixel}` |
+//! | admin | `http://HOST/_admin` | see below |
+//!
+//! Strictness: Hub and Signals need a live Bearer token (issued by `/hub/token`, or added with
+//! [`FakeUpstreams::add_static_token`]); X needs a valid OAuth 1.0a HMAC-SHA1 signature over
+//! method, URL and query (a wrong key, signature or a tampered query is a 401), credentials
+//! granted the account (else 403), and stays within a per-account budget (429 with
+//! `x-rate-limit-*` headers, which every X response carries). Page limits and the Conversion
+//! API's validation messages are those of SPEC 6.3.
+//!
+//! Events are stored as seeded, so tests can seed malformed ones. Their `date` is parsed as
+//! RFC 3339 or as `YYYY-MM-DDTHH:MM:SS[.fff]` in UTC; an event whose date does not parse sorts
+//! and filters by the raw text compared with the `YYYY-MM-DDTHH:MM:SS` filter bounds.
+//!
+//! Admin HTTP API (JSON, not logged, no auth): `GET|DELETE /_admin/requests`,
+//! `GET /_admin/conversions`, `POST /_admin/faults` (a [`FaultRule`]), `DELETE /_admin/faults`,
+//! `POST /_admin/events/{client}/{app}` (an array of events), `GET /_admin/state`,
+//! `POST /_admin/x-rate-limit` ([`XRateLimits`]), `POST /_admin/token-ttl` (`{"seconds":N}`).
+//! The same is available in-process through the methods of [`FakeUpstreams`].
+#![forbid(unsafe_code)]
+// Handlers return the error response itself as `Err`, the usual axum idiom; boxing every
+// error response would only add noise to a test fake.
+#![allow(clippy::result_large_err)]
+
+mod admin;
+pub mod faults;
+mod gate;
+mod hub;
+mod oauth;
+mod signals;
+pub mod state;
+mod x_ads;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+pub use faults::FaultRule;
+pub use state::{
+    Keyword, PostbackKind, ReceivedConversion, RequestRecord, Tag, XCredentials, XRateLimits,
+};
+
+use state::Inner;
+
+/// Shared by every handler.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test must not poison the fake for the others.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running set of fakes. Dropping it stops the server.
+pub struct FakeUpstreams {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeUpstreams {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeUpstreams {
+    /// Starts the fakes on a random loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts the fakes on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = router(shared.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("fake upstreams stopped: {e}");
+            }
+        });
+        Ok(Self {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn hub_url(&self) -> String {
+        format!("http://{}/hub", self.addr)
+    }
+    pub fn signals_url(&self) -> String {
+        format!("http://{}/signals", self.addr)
+    }
+    pub fn x_url(&self) -> String {
+        format!("http://{}/x/12", self.addr)
+    }
+    pub fn admin_url(&self) -> String {
+        format!("http://{}/_admin", self.addr)
+    }
+
+    // --- Hub ---
+
+    pub fn add_hub_user(&self, username: &str, password: &str) {
+        self.shared
+            .lock()
+            .hub_users
+            .insert(username.into(), password.into());
+    }
+
+    /// A ready Bearer token accepted by the Hub and Signals until the fake stops.
+    pub fn add_static_token(&self, token: &str) {
+        self.shared.lock().tokens.insert(token.into(), None);
+    }
+
+    /// Lifetime of tokens issued from now on (default 86400 s).
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        self.shared.lock().token_ttl = Some(ttl);
+    }
+
+    /// Expires every token issued so far (static tokens too).
+    pub fn expire_all_tokens(&self) {
+        let past = Instant::now();
+        for expiry in self.shared.lock().tokens.values_mut() {
+            *expiry = Some(past);
+        }
+    }
+
+    pub fn add_channel(&self, partner: &str, client: &str, channel: &str) {
+        self.shared
+            .lock()
+            .channels
+            .insert((partner.into(), client.into(), channel.into()), false);
+    }
+
+    /// Whether CTWA tracking is on for a channel; None for an unknown channel.
+    pub fn ctwa_enabled(&self, partner: &str, client: &str, channel: &str) -> Option<bool> {
+        self.shared
+            .lock()
+            .channels
+            .get(&(partner.into(), client.into(), channel.into()))
+            .copied()
+    }
+
+    // --- Signals ---
+
+    /// Every keyword of an app (active and archived), in creation order.
+    pub fn keywords(&self, client: &str, app: &str) -> Vec<Keyword> {
+        self.shared
+            .lock()
+            .keywords
+            .get(&(client.into(), app.into()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Adds a keyword as if created upstream (behind the operator's back); returns its id.
+    pub fn insert_keyword(
+        &self,
+        client: &str,
+        app: &str,
+        text: &str,
+        ad_id: Option<&str>,
+        shared: bool,
+    ) -> String {
+        let mut inner = self.shared.lock();
+        let id = inner.next_id("kw");
+        inner
+            .keywords
+            .entry((client.into(), app.into()))
+            .or_default()
+            .push(Keyword {
+                id: id.clone(),
+                keyword: text.into(),
+                ad_id: ad_id.map(Into::into),
+                is_shared: shared,
+                status: "active".into(),
+            });
+        id
+    }
+
+    /// Changes or removes a keyword behind the operator's back.
+    pub fn edit_keyword(&self, client: &str, app: &str, id: &str, edit: impl FnOnce(&mut Keyword)) {
+        let mut inner = self.shared.lock();
+        if let Some(k) = inner
+            .keywords
+            .get_mut(&(client.into(), app.into()))
+            .and_then(|ks| ks.iter_mut().find(|k| k.id == id))
+        {
+            edit(k);
+        }
+    }
+
+    pub fn remove_keyword(&self, client: &str, app: &str, id: &str) {
+        if let Some(ks) = self
+            .shared
+            .lock()
+            .keywords
+            .get_mut(&(client.into(), app.into()))
+        {
+            ks.retain(|k| k.id != id);
+        }
+    }
+
+    pub fn postback_url(
+        &self,
+        client: &str,
+        app: &str,
+        ad: &str,
+        kind: PostbackKind,
+    ) -> Option<String> {
+        self.shared
+            .lock()
+            .postbacks
+            .get(&(client.into(), app.into(), ad.into(), kind))
+            .cloned()
+    }
+
+    pub fn set_postback_url(
+        &self,
+        client: &str,
+        app: &str,
+        ad: &str,
+        kind: PostbackKind,
+        url: Option<&str>,
+    ) {
+        let key = (client.into(), app.into(), ad.into(), kind);
+        let mut inner = self.shared.lock();
+        match url {
+            Some(u) => inner.postbacks.insert(key, u.into()),
+            None => inner.postbacks.remove(&key),
+        };
+    }
+
+    /// Adds events to an app's events list (each needs `id` and `date`).
+    pub fn seed_events(&self, client: &str, app: &str, events: Vec<Value>) {
+        signals::seed_events(&mut self.shared.lock(), client, app, events);
+    }
+
+    // --- X Ads ---
+
+    pub fn add_x_credentials(&self, credentials: XCredentials, accounts: &[&str]) {
+        let accounts: HashSet<String> = accounts.iter().map(|a| a.to_string()).collect();
+        self.shared
+            .lock()
+            .x_credentials
+            .push((credentials, accounts));
+    }
+
+    pub fn add_x_account(&self, account: &str, pixel: &str) {
+        self.shared
+            .lock()
+            .x_accounts
+            .insert(account.into(), pixel.into());
+    }
+
+    /// Every tag of an account, deleted ones included.
+    pub fn tags(&self, account: &str) -> Vec<Tag> {
+        self.shared
+            .lock()
+            .tags
+            .get(account)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Adds a single event tag as if created upstream; returns its id.
+    pub fn insert_tag(
+        &self,
+        account: &str,
+        name: &str,
+        tag_type: &str,
+        click: i64,
+        view: i64,
+    ) -> String {
+        x_ads::insert_tag(
+            &mut self.shared.lock(),
+            account,
+            name,
+            tag_type,
+            click,
+            view,
+            false,
+        )
+    }
+
+    pub fn edit_tag(&self, account: &str, id: &str, edit: impl FnOnce(&mut Tag)) {
+        if let Some(t) = self
+            .shared
+            .lock()
+            .tags
+            .get_mut(account)
+            .and_then(|ts| ts.iter_mut().find(|t| t.id == id))
+        {
+            edit(t);
+        }
+    }
+
+    /// Every conversion accepted so far (not de-duplicated).
+    pub fn conversions(&self) -> Vec<ReceivedConversion> {
+        self.shared.lock().conversions.clone()
+    }
+
+    /// Distinct `conversion_id`s accepted so far.
+    pub fn distinct_conversion_ids(&self) -> HashSet<String> {
+        self.shared
+            .lock()
+            .conversions
+            .iter()
+            .filter_map(|c| c.conversion["conversion_id"].as_str().map(String::from))
+            .collect()
+    }
+
+    pub fn set_x_rate_limits(&self, limits: XRateLimits) {
+        let mut inner = self.shared.lock();
+        inner.x_limits = limits;
+        inner.x_windows.clear();
+    }
+
+    // --- Observation and faults ---
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    pub fn set_fault(&self, rule: FaultRule) {
+        self.shared.lock().faults.push(rule);
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let apis = Router::new()
+        .nest("/hub", hub::routes())
+        .nest("/signals", signals::routes())
+        .nest("/x/12", x_ads::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            gate::gate,
+        ));
+    apis.nest("/_admin", admin::routes()).with_state(shared)
+}
+
+/// An error in the shape of the API that answers: X uses `{"errors":[…]}`, 360dialog
+/// uses `{"detail": …}`.
+pub(crate) fn error_body(api: &str, status: StatusCode, code: &str, message: &str) -> Response {
+    let body = if api == "x" {
+        json!({"errors": [{"code": code, "message": message}], "request": {"params": {}}})
+    } else {
+        json!({"detail": message})
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    jiff::Timestamp::try_from(SystemTime::now())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,489 @@
+//! The 360dialog Signals API: keywords, instant-postback URLs and the events list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::state::{Inner, Keyword, PostbackKind};
+use crate::{Shared, error_body};
+
+type Params = HashMap<String, String>;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    let app = "/v1/clients/{client}/apps/{app}";
+    Router::new()
+        .route(
+            &format!("{app}/keywords"),
+            get(list_keywords).post(create_keyword),
+        )
+        .route(
+            &format!("{app}/keywords/shared"),
+            post(create_shared_keyword),
+        )
+        .route(
+            &format!("{app}/keywords/{{id}}"),
+            get(get_keyword).patch(patch_keyword).delete(delete_keyword),
+        )
+        .route(
+            &format!("{app}/ads/{{ad}}/signal"),
+            get(get_ad_postback).post(set_ad_postback),
+        )
+        .route(
+            &format!("{app}/ads/{{ad}}/keywords/{{kw}}/signal"),
+            get(get_keyword_postback).post(set_keyword_postback),
+        )
+        .route(
+            &format!("{app}/ads/{{ad}}/events/session_start/signal"),
+            get(get_session_postback).post(set_session_postback),
+        )
+        .route(&format!("{app}/events"), get(list_events))
+}
+
+/// An event as seeded, with the sort key derived from its `date` and `id`.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub at: Option<jiff::Timestamp>,
+    pub raw_date: String,
+    pub id: String,
+    pub value: Value,
+}
+
+pub(crate) fn seed_events(inner: &mut Inner, client: &str, app: &str, events: Vec<Value>) {
+    let list = inner.events.entry((client.into(), app.into())).or_default();
+    for value in events {
+        let raw_date = value["date"].as_str().unwrap_or("").to_string();
+        let id = match &value["id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        list.push(StoredEvent {
+            at: parse_date(&raw_date),
+            raw_date,
+            id,
+            value,
+        });
+    }
+    list.sort_by(|a, b| (a.at, &a.raw_date, &a.id).cmp(&(b.at, &b.raw_date, &b.id)));
+}
+
+/// RFC 3339, or a civil `YYYY-MM-DDTHH:MM:SS[.fff]` taken as UTC.
+pub fn parse_date(text: &str) -> Option<jiff::Timestamp> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Some(t);
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+fn unprocessable(field: &str, msg: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({"detail": [{"loc": ["query", field], "msg": msg, "type": "value_error"}]})),
+    )
+        .into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    error_body(
+        "signals",
+        StatusCode::NOT_FOUND,
+        "",
+        &format!("{what} not found"),
+    )
+}
+
+/// offset and limit within `1..=max_limit`, or the 422 the real API answers.
+fn paging(
+    params: &Params,
+    default_limit: usize,
+    max_limit: usize,
+) -> Result<(usize, usize), Response> {
+    let limit = match params.get("limit") {
+        None => default_limit,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max_limit).contains(&n) => n,
+            _ => {
+                return Err(unprocessable(
+                    "limit",
+                    &format!("ensure this value is between 1 and {max_limit}"),
+                ));
+            }
+        },
+    };
+    let offset = match params.get("offset") {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| unprocessable("offset", "value is not a valid integer"))?,
+    };
+    Ok((offset, limit))
+}
+
+fn page(data: Vec<Value>, total: usize, offset: usize, limit: usize) -> Response {
+    Json(json!({"data": data, "total_count": total, "offset": offset, "limit": limit}))
+        .into_response()
+}
+
+async fn list_keywords(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Response {
+    let (offset, limit) = match paging(&params, 20, 100) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let inner = shared.lock();
+    let matching: Vec<&Keyword> = inner
+        .keywords
+        .get(&(client, app))
+        .map(|ks| ks.iter().collect())
+        .unwrap_or_default();
+    let matching: Vec<&Keyword> = matching
+        .into_iter()
+        .filter(|k| {
+            params
+                .get("ad_id")
+                .is_none_or(|a| k.ad_id.as_ref() == Some(a))
+        })
+        .filter(|k| {
+            params
+                .get("is_shared")
+                .is_none_or(|s| s == &k.is_shared.to_string())
+        })
+        .filter(|k| params.get("status").is_none_or(|s| s == &k.status))
+        .collect();
+    let data = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|k| json!(k))
+        .collect();
+    page(data, matching.len(), offset, limit)
+}
+
+#[derive(Deserialize)]
+struct KeywordBody {
+    keyword: String,
+}
+
+fn valid_text(body: &Option<Json<KeywordBody>>) -> Result<String, Response> {
+    match body {
+        Some(Json(b)) if !b.keyword.trim().is_empty() && b.keyword.len() <= 256 => Ok(b.keyword.clone()),
+        _ => Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"detail": [{"loc": ["body", "keyword"], "msg": "field required (1 to 256 characters)", "type": "value_error"}]})),
+        )
+            .into_response()),
+    }
+}
+
+fn insert(
+    shared: &Shared,
+    client: String,
+    app: String,
+    text: String,
+    ad_id: Option<String>,
+    is_shared: bool,
+) -> Response {
+    let mut inner = shared.lock();
+    let id = inner.next_id("kw");
+    let keyword = Keyword {
+        id,
+        keyword: text,
+        ad_id,
+        is_shared,
+        status: "active".into(),
+    };
+    inner
+        .keywords
+        .entry((client, app))
+        .or_default()
+        .push(keyword.clone());
+    (StatusCode::CREATED, Json(keyword)).into_response()
+}
+
+async fn create_keyword(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app)): Path<(String, String)>,
+    Query(params): Query<Params>,
+    body: Option<Json<KeywordBody>>,
+) -> Response {
+    let text = match valid_text(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Some(ad_id) = params.get("ad_id").filter(|a| !a.is_empty()).cloned() else {
+        return unprocessable("ad_id", "field required");
+    };
+    insert(&shared, client, app, text, Some(ad_id), false)
+}
+
+async fn create_shared_keyword(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app)): Path<(String, String)>,
+    body: Option<Json<KeywordBody>>,
+) -> Response {
+    match valid_text(&body) {
+        Ok(text) => insert(&shared, client, app, text, None, true),
+        Err(r) => r,
+    }
+}
+
+async fn get_keyword(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app, id)): Path<(String, String, String)>,
+) -> Response {
+    let inner = shared.lock();
+    match inner
+        .keywords
+        .get(&(client, app))
+        .and_then(|ks| ks.iter().find(|k| k.id == id))
+    {
+        Some(k) => Json(k).into_response(),
+        None => not_found("Keyword"),
+    }
+}
+
+/// Signals never edits a keyword in place: it archives the old one and returns a new one.
+async fn patch_keyword(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app, id)): Path<(String, String, String)>,
+    body: Option<Json<KeywordBody>>,
+) -> Response {
+    let text = match valid_text(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let mut inner = shared.lock();
+    let new_id = inner.next_id("kw");
+    let Some(list) = inner.keywords.get_mut(&(client, app)) else {
+        return not_found("Keyword");
+    };
+    let Some(old) = list.iter_mut().find(|k| k.id == id) else {
+        return not_found("Keyword");
+    };
+    old.status = "archived".into();
+    let new = Keyword {
+        id: new_id,
+        keyword: text,
+        ad_id: old.ad_id.clone(),
+        is_shared: old.is_shared,
+        status: "active".into(),
+    };
+    list.push(new.clone());
+    Json(new).into_response()
+}
+
+async fn delete_keyword(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app, id)): Path<(String, String, String)>,
+    Query(params): Query<Params>,
+) -> Response {
+    let mut inner = shared.lock();
+    let Some(list) = inner.keywords.get_mut(&(client, app)) else {
+        return not_found("Keyword");
+    };
+    let Some(pos) = list.iter().position(|k| k.id == id) else {
+        return not_found("Keyword");
+    };
+    if params.get("delete").map(String::as_str) == Some("true") {
+        list.remove(pos);
+    } else {
+        list[pos].status = "archived".into();
+    }
+    Json(json!({"success": true})).into_response()
+}
+
+#[derive(Deserialize)]
+struct UrlBody {
+    url: Option<String>,
+}
+
+fn get_postback(
+    shared: &Shared,
+    client: String,
+    app: String,
+    ad: String,
+    kind: PostbackKind,
+) -> Response {
+    let url = shared
+        .lock()
+        .postbacks
+        .get(&(client, app, ad, kind))
+        .cloned();
+    Json(json!({"url": url})).into_response()
+}
+
+fn set_postback(
+    shared: &Shared,
+    client: String,
+    app: String,
+    ad: String,
+    kind: PostbackKind,
+    body: Option<Json<UrlBody>>,
+) -> Response {
+    let Some(Json(body)) = body else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"detail": [{"loc": ["body", "url"], "msg": "field required", "type": "value_error"}]})),
+        )
+            .into_response();
+    };
+    let key = (client, app, ad, kind);
+    let mut inner = shared.lock();
+    match body.url {
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            inner.postbacks.insert(key, url);
+        }
+        Some(_) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"detail": [{"loc": ["body", "url"], "msg": "invalid or missing URL scheme", "type": "value_error.url"}]})),
+            )
+                .into_response();
+        }
+        None => {
+            inner.postbacks.remove(&key);
+        }
+    }
+    Json(json!({"success": true})).into_response()
+}
+
+async fn get_ad_postback(
+    State(s): State<Arc<Shared>>,
+    Path((client, app, ad)): Path<(String, String, String)>,
+) -> Response {
+    get_postback(&s, client, app, ad, PostbackKind::Ad)
+}
+async fn set_ad_postback(
+    State(s): State<Arc<Shared>>,
+    Path((client, app, ad)): Path<(String, String, String)>,
+    body: Option<Json<UrlBody>>,
+) -> Response {
+    set_postback(&s, client, app, ad, PostbackKind::Ad, body)
+}
+async fn get_keyword_postback(
+    State(s): State<Arc<Shared>>,
+    Path((client, app, ad, kw)): Path<(String, String, String, String)>,
+) -> Response {
+    get_postback(&s, client, app, ad, PostbackKind::Keyword(kw))
+}
+async fn set_keyword_postback(
+    State(s): State<Arc<Shared>>,
+    Path((client, app, ad, kw)): Path<(String, String, String, String)>,
+    body: Option<Json<UrlBody>>,
+) -> Response {
+    set_postback(&s, client, app, ad, PostbackKind::Keyword(kw), body)
+}
+async fn get_session_postback(
+    State(s): State<Arc<Shared>>,
+    Path((client, app, ad)): Path<(String, String, String)>,
+) -> Response {
+    get_postback(&s, client, app, ad, PostbackKind::SessionStart)
+}
+async fn set_session_postback(
+    State(s): State<Arc<Shared>>,
+    Path((client, app, ad)): Path<(String, String, String)>,
+    body: Option<Json<UrlBody>>,
+) -> Response {
+    set_postback(&s, client, app, ad, PostbackKind::SessionStart, body)
+}
+
+const FILTER_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
+
+/// A filter bound: `YYYY-MM-DDTHH:MM:SS` in UTC, as the real API takes it.
+fn date_param(params: &Params, name: &str) -> Result<Option<(jiff::Timestamp, String)>, Response> {
+    let Some(text) = params.get(name) else {
+        return Ok(None);
+    };
+    let civil = jiff::civil::DateTime::strptime(FILTER_FORMAT, text).map_err(|_| {
+        unprocessable(
+            name,
+            "invalid datetime format, expected YYYY-MM-DDTHH:MM:SS",
+        )
+    })?;
+    let ts = civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map_err(|_| unprocessable(name, "invalid datetime"))?
+        .timestamp();
+    Ok(Some((ts, text.clone())))
+}
+
+fn in_range(
+    e: &StoredEvent,
+    from: &Option<(jiff::Timestamp, String)>,
+    to: &Option<(jiff::Timestamp, String)>,
+) -> bool {
+    match e.at {
+        Some(at) => {
+            from.as_ref().is_none_or(|(f, _)| at >= *f) && to.as_ref().is_none_or(|(t, _)| at < *t)
+        }
+        None => {
+            let raw = e.raw_date.get(..19).unwrap_or(&e.raw_date);
+            from.as_ref().is_none_or(|(_, f)| raw >= f.as_str())
+                && to.as_ref().is_none_or(|(_, t)| raw < t.as_str())
+        }
+    }
+}
+
+async fn list_events(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Response {
+    let (offset, limit) = match paging(&params, 100, 1000) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let (from, to) = match (
+        date_param(&params, "date_from"),
+        date_param(&params, "date_to"),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let inner = shared.lock();
+    let field = |e: &StoredEvent, name: &str| match &e.value[name] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let matching: Vec<&StoredEvent> = inner
+        .events
+        .get(&(client, app))
+        .map(|es| {
+            es.iter()
+                .filter(|e| in_range(e, &from, &to))
+                .filter(|e| params.get("ad_id").is_none_or(|a| &field(e, "ad_id") == a))
+                .filter(|e| {
+                    params
+                        .get("event_type")
+                        .is_none_or(|t| &field(e, "type") == t)
+                })
+                .filter(|e| {
+                    params
+                        .get("event_type_id")
+                        .is_none_or(|t| &field(e, "type_id") == t)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let data = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|e| e.value.clone())
+        .collect();
+    page(data, matching.len(), offset, limit)
+}

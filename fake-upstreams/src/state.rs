@@ -1,0 +1,173 @@
+//! Everything the fakes remember. One mutex guards it all: the fakes serve tests, not
+//! production traffic, and one lock keeps every request's effect atomic.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::faults::FaultRule;
+
+/// A Signals keyword as the API returns it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Keyword {
+    pub id: String,
+    pub keyword: String,
+    pub ad_id: Option<String>,
+    pub is_shared: bool,
+    pub status: String,
+}
+
+/// An X web event tag as the API returns it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tag {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub tag_type: String,
+    pub click_window: i64,
+    pub view_through_window: i64,
+    pub retargeting_enabled: bool,
+    pub status: String,
+    pub deleted: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// OAuth 1.0a credentials the fake X accepts, and the accounts they may use.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct XCredentials {
+    pub consumer_key: String,
+    pub consumer_secret: String,
+    pub access_token: String,
+    pub access_token_secret: String,
+}
+
+/// Which of the three postback URLs of an ad.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PostbackKind {
+    Ad,
+    Keyword(String),
+    SessionStart,
+}
+
+/// One request as the fake saw it (never with credentials).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub api: String,
+    pub operation: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// HTTP status answered; 0 when the connection was dropped on purpose.
+    pub status: u16,
+    #[serde(with = "system_time_secs")]
+    pub at: SystemTime,
+}
+
+/// One conversion the fake X accepted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReceivedConversion {
+    pub pixel_id: String,
+    pub conversion: Value,
+    #[serde(with = "system_time_secs")]
+    pub at: SystemTime,
+}
+
+/// Budgets of the fake X, per account.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct XRateLimits {
+    /// Conversions per window per account (each conversion is one unit).
+    pub conversions: u64,
+    /// Other requests per window per account.
+    pub requests: u64,
+    pub window_seconds: u64,
+}
+
+impl Default for XRateLimits {
+    fn default() -> Self {
+        Self {
+            conversions: 60_000,
+            requests: 2_000,
+            window_seconds: 900,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Window {
+    pub started: SystemTime,
+    pub used: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Inner {
+    pub hub_users: HashMap<String, String>,
+    /// Bearer token → expiry (None: never expires).
+    pub tokens: HashMap<String, Option<Instant>>,
+    pub token_ttl: Option<Duration>,
+    /// (partner, client, channel) → CTWA enabled.
+    pub channels: HashMap<(String, String, String), bool>,
+    /// (client, app) → keywords in creation order.
+    pub keywords: BTreeMap<(String, String), Vec<Keyword>>,
+    /// (client, app, ad, kind) → URL.
+    pub postbacks: BTreeMap<(String, String, String, PostbackKind), String>,
+    /// (client, app) → events sorted by (date, id).
+    pub events: HashMap<(String, String), Vec<crate::signals::StoredEvent>>,
+    pub x_credentials: Vec<(XCredentials, HashSet<String>)>,
+    /// account → pixel id.
+    pub x_accounts: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, Vec<Tag>>,
+    pub conversions: Vec<ReceivedConversion>,
+    pub requests: Vec<RequestRecord>,
+    pub faults: Vec<FaultRule>,
+    pub x_limits: XRateLimits,
+    /// (account, "conversions" | "requests") → window.
+    pub x_windows: HashMap<(String, &'static str), Window>,
+    pub next_id: u64,
+}
+
+impl Inner {
+    pub fn next_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}{}", self.next_id)
+    }
+
+    pub fn token_ttl(&self) -> Duration {
+        self.token_ttl.unwrap_or(Duration::from_secs(86_400))
+    }
+
+    pub fn token_valid(&self, token: &str) -> bool {
+        match self.tokens.get(token) {
+            Some(None) => true,
+            Some(Some(expiry)) => Instant::now() < *expiry,
+            None => false,
+        }
+    }
+
+    pub fn account_of_pixel(&self, pixel: &str) -> Option<String> {
+        self.x_accounts
+            .iter()
+            .find(|(_, p)| p.as_str() == pixel)
+            .map(|(a, _)| a.clone())
+    }
+}
+
+pub(crate) mod system_time_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        s.serialize_f64(secs)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Ok(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
+    }
+}
