@@ -818,3 +818,53 @@ async fn x_budget_exhaustion_is_a_429_with_the_reset_time() {
         "the rejected request stored nothing"
     );
 }
+
+#[tokio::test]
+async fn x_400_is_terminal_with_the_upstream_message() {
+    let env = env().await;
+    let tag = env.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    let mut bad = conversion(&tag, 1);
+    bad.conversion_time = "2026-11-01T12:00:00Z".into();
+    let err = env.x().send_conversions("pix1", &[bad]).await.unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert_eq!(
+        terminal_message(&err),
+        "Expected Time in yyyy-MM-ddTHH:mm:ss.SSSZ, got \"2026-11-01T12:00:00Z\" for conversion_time"
+    );
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_output_of_clients_errors_or_the_request_log() {
+    let env = env().await;
+    let hub = HubClient::new(
+        env.transport.clone(),
+        &env.fake.hub_url(),
+        env.tokens.clone(),
+        dialog_auth("wrong-pass-s3cr3t"),
+    )
+    .unwrap();
+    let err = hub.enable_ctwa("p1", "c1", "ch1").await.unwrap_err();
+    let signals = env.signals();
+    let url = SecretString::new("https://hooks.example.com/pb/tok-s3cr3t");
+    signals
+        .set_postback(&PostbackTarget::Ad { ad: "ad1".into() }, Some(&url))
+        .await
+        .unwrap();
+    let x = XAdsClient::new(
+        env.transport.clone(),
+        &env.fake.x_url(),
+        x_credentials("ck-1", "cs-s3cr3t"),
+    )
+    .unwrap();
+    let x_err = x.list_tags("acc1", None, None, false).await.unwrap_err();
+    let texts = [
+        format!("{err:?} {err} {x_err:?} {x_err}"),
+        format!("{hub:?} {signals:?} {x:?} {url:?} {url}"),
+        format!("{:?}", env.fake.requests()),
+    ];
+    for text in texts {
+        for secret in ["s3cr3t", PASSWORD, "cs-1", "ats-1"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+}
