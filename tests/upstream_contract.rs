@@ -868,3 +868,69 @@ async fn no_secret_reaches_the_output_of_clients_errors_or_the_request_log() {
         }
     }
 }
+
+/// The admin HTTP API reaches the same state as the in-process methods (the demo and tests in
+/// other processes use it).
+#[tokio::test]
+async fn admin_api_seeds_reads_and_injects_faults() {
+    let env = env().await;
+    let http = env.transport.client();
+    let admin = env.fake.admin_url();
+    let events = json!([{"id": "e1", "date": "2026-11-01T10:00:00", "type": "converted", "phone": "4915112345678"}]);
+    let r = http
+        .post(format!("{admin}/events/c1/a1"))
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let fault = json!({"api": "signals", "operation": "signals.list_events", "error_rate": 1.0, "remaining": 1});
+    assert_eq!(
+        http.post(format!("{admin}/faults"))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+
+    let query = EventQuery {
+        date_from: "2026-11-01T00:00:00Z".parse().unwrap(),
+        date_to: "2026-11-02T00:00:00Z".parse().unwrap(),
+        ad_id: None,
+        event_type: None,
+        event_type_id: None,
+    };
+    let err = env.signals().list_events(&query, 0, 100).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient);
+    let page = env.signals().list_events(&query, 0, 100).await.unwrap();
+    assert_eq!(page.data.len(), 1);
+
+    let log: Value = http
+        .get(format!("{admin}/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "signals.list_events")
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses[0] >= 500 && statuses[1] == 200, "{statuses:?}");
+    let state: Value = http
+        .get(format!("{admin}/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["events"][0]["count"], 1);
+}
