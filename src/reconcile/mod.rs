@@ -2,4 +2,7 @@
 
 pub mod backoff;
 pub mod conditions;
+pub mod external;
+pub mod failure;
 pub mod managed;
+pub mod reconciler;
