@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod bridge;
+pub mod controllers;
 pub mod crdgen;
+pub mod operator;
 pub mod reconcile;
 pub mod upstream;

@@ -20,12 +20,75 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Run the operator (reads the kubeconfig or the in-cluster service account).
+    Run(RunArgs),
     /// Print the version.
     Version,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (repeatable; default: all namespaces).
+    #[arg(long = "namespace", env = "CTWA_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// How often upstream is re-read to repair drift (`ctwa.dev/resync-interval` overrides it).
+    #[arg(long, env = "CTWA_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    resync_interval: std::time::Duration,
+    /// Base URL of the 360dialog Signals API.
+    #[arg(
+        long,
+        env = "CTWA_SIGNALS_URL",
+        default_value = "https://api.signals.360dialog.io"
+    )]
+    signals_url: String,
+    /// Base URL of the 360dialog Hub.
+    #[arg(
+        long,
+        env = "CTWA_HUB_URL",
+        default_value = "https://hub.360dialog.io/api/v2"
+    )]
+    hub_url: String,
+    /// Base URL of the X Ads API.
+    #[arg(
+        long,
+        env = "CTWA_X_ADS_URL",
+        default_value = "https://ads-api.x.com/12"
+    )]
+    x_ads_url: String,
+    /// Log filter, e.g. `info` or `ctwa_operator=debug`.
+    #[arg(long, env = "CTWA_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// `text` or `json`.
+    #[arg(long, env = "CTWA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    ctwa_operator::reconcile::managed::parse_duration(text)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let client = kube::Client::try_default().await?;
+    let config = ctwa_operator::operator::OperatorConfig {
+        resync_interval: args.resync_interval,
+        signals_url: args.signals_url,
+        hub_url: args.hub_url,
+        x_ads_url: args.x_ads_url,
+        namespaces: args.namespaces,
+    };
+    ctwa_operator::operator::run(client, config).await
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args))?,
         Command::Crds { output_dir: None } => print!("{}", ctwa_operator::crdgen::crds_yaml()?),
         Command::Crds {
             output_dir: Some(dir),

@@ -2,6 +2,7 @@
 
 pub mod backoff;
 pub mod conditions;
+pub mod controller;
 pub mod external;
 pub mod failure;
 pub mod managed;

@@ -1,0 +1,85 @@
+//! Runs the generic reconciler for one kind: watches the kind and the Secrets it references.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+use super::external::ExternalResource;
+use super::managed::Managed;
+use super::reconciler::{Context, error_policy, reconcile};
+use crate::api::{EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION};
+
+/// What triggers a reconcile: the spec (generation), deletion and the annotations the user
+/// steers with. The operator's own status writes change none of these, so they never
+/// trigger a reconcile of their own.
+fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
+    let meta = obj.meta();
+    let annotations = meta.annotations.as_ref();
+    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
+    let mut h = DefaultHasher::new();
+    (
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        annotation(PAUSED_ANNOTATION),
+        annotation(EXTERNAL_ID_ANNOTATION),
+        annotation(RESYNC_INTERVAL_ANNOTATION),
+    )
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller of kind `K` until the process is asked to stop, for every namespace
+/// (`namespace` None) or for one.
+pub async fn run<K, A>(client: kube::Client, adapter: A, resync: Duration, namespace: Option<&str>)
+where
+    K: Managed,
+    A: ExternalResource<K>,
+{
+    let (api, secret_api): (Api<K>, Api<PartialObjectMeta<Secret>>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (reader, writer) = reflector::store();
+    let objects = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, PredicateConfig::default());
+
+    let store = reader.clone();
+    // A Secret change (rotation, a fixed password) re-reconciles the objects using it.
+    let secrets = watcher(secret_api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let recorder = Recorder::new(client.clone(), Reporter::from("ctwa-operator"));
+    let ctx = Arc::new(Context::new(client, recorder, adapter, resync));
+
+    Controller::for_stream(objects, reader)
+        .watches_stream(secrets, move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|o| o.namespace() == namespace && o.secret_name() == name)
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| std::future::ready(()))
+        .await;
+}
