@@ -1,7 +1,10 @@
 //! One adapter per managed kind: how its upstream object is found, created, updated and
 //! deleted. The flow around them is the generic reconciler's (`crate::reconcile`).
 
+pub mod ctwa_tracking;
 pub mod signals_keyword;
+pub mod signals_postback;
+pub mod x_web_event_tag;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +41,13 @@ impl DialogUpstream {
             credentials,
         ))
     }
+}
+
+/// What the X adapters share.
+#[derive(Clone)]
+pub struct XUpstream {
+    pub transport: Transport,
+    pub x_ads_url: String,
 }
 
 /// A Secret's `data` and `stringData` as bytes.

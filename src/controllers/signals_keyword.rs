@@ -53,6 +53,7 @@ fn observation(obj: &SignalsKeyword, keyword: &Keyword) -> Observation {
         up_to_date: keyword.keyword == obj.spec.keyword,
         external_id: Some(keyword.id.clone()),
         status,
+        upstream: serde_json::Value::Null,
     }
 }
 

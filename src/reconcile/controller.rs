@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
@@ -38,14 +39,23 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Extra reconcile triggers of a kind, built from the kind's own cache (e.g. "the postbacks
+/// that reference this keyword").
+pub type Trigger<K> = Box<dyn FnOnce(Store<K>) -> BoxStream<'static, ObjectRef<K>> + Send>;
+
 /// Runs the controller of kind `K` until the process is asked to stop, for every namespace
 /// (`namespace` None) or for one.
-pub async fn run<K, A>(client: kube::Client, adapter: A, resync: Duration, namespace: Option<&str>)
-where
+pub async fn run<K, A>(
+    client: kube::Client,
+    adapter: A,
+    resync: Duration,
+    namespace: Option<String>,
+    triggers: Vec<Trigger<K>>,
+) where
     K: Managed,
     A: ExternalResource<K>,
 {
-    let (api, secret_api): (Api<K>, Api<PartialObjectMeta<Secret>>) = match namespace {
+    let (api, secret_api): (Api<K>, Api<PartialObjectMeta<Secret>>) = match namespace.as_deref() {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
@@ -67,7 +77,11 @@ where
     let recorder = Recorder::new(client.clone(), Reporter::from("ctwa-operator"));
     let ctx = Arc::new(Context::new(client, recorder, adapter, resync));
 
-    Controller::for_stream(objects, reader)
+    let mut controller = Controller::for_stream(objects, reader.clone());
+    for trigger in triggers {
+        controller = controller.reconcile_on(trigger(reader.clone()));
+    }
+    controller
         .watches_stream(secrets, move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();

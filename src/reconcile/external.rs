@@ -21,6 +21,8 @@ pub struct Observation {
     pub external_id: Option<String>,
     /// Kind-specific status fields (camelCase keys), merged into `.status`.
     pub status: Map<String, Value>,
+    /// The upstream object as read, for the adapter's own `update` (saves a second read).
+    pub upstream: Value,
 }
 
 pub trait ExternalResource<K: Managed>: Send + Sync + 'static {

@@ -1,0 +1,183 @@
+//! Shared by the controller tests: a namespace of their own on the real API server, the
+//! fakes, and the operator running in-process scoped to that namespace.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use ctwa_operator::operator::{OperatorConfig, run};
+use ctwa_testenv::{TestNamespace, client};
+use fake_upstreams::{FakeUpstreams, XCredentials};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+pub struct Env {
+    pub fake: FakeUpstreams,
+    pub ns: TestNamespace,
+    pub client: kube::Client,
+    operator: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.operator.abort();
+    }
+}
+
+pub async fn env(prefix: &str) -> Env {
+    env_with(prefix, Duration::from_secs(600)).await
+}
+
+pub async fn env_with(prefix: &str, resync: Duration) -> Env {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let fake = FakeUpstreams::start().await.unwrap();
+    fake.add_hub_user("u", "p");
+    fake.add_channel("p1", "c1", "ch1");
+    fake.add_x_credentials(
+        XCredentials {
+            consumer_key: "ck".into(),
+            consumer_secret: "cs".into(),
+            access_token: "at".into(),
+            access_token_secret: "ats".into(),
+        },
+        &["acc1"],
+    );
+    fake.add_x_account("acc1", "pix1");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    for (name, data) in [
+        ("dialog360", json!({"username": "u", "password": "p"})),
+        (
+            "x-ads",
+            json!({"consumer-key": "ck", "consumer-secret": "cs", "access-token": "at", "access-token-secret": "ats"}),
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    let config = OperatorConfig {
+        resync_interval: resync,
+        signals_url: fake.signals_url(),
+        hub_url: fake.hub_url(),
+        x_ads_url: fake.x_url(),
+        namespaces: vec![ns.name.clone()],
+    };
+    let operator = tokio::spawn(run(client.clone(), config));
+    Env {
+        fake,
+        ns,
+        client,
+        operator,
+    }
+}
+
+impl Env {
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    pub async fn create<K>(&self, manifest: Value) -> K
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let obj: K = serde_json::from_value(manifest).unwrap();
+        self.api::<K>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap()
+    }
+
+    /// Polls until `check` holds on the object (as JSON), or fails after 20 s with the last state.
+    pub async fn wait_for<K>(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            if let Some(o) = api.get_opt(name).await.unwrap() {
+                let v = serde_json::to_value(&o).unwrap();
+                if check(&v) {
+                    return v;
+                }
+                last = v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name}: {what} not reached within 20s; last: {last:#}");
+    }
+
+    pub async fn wait_gone<K>(&self, name: &str)
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        for _ in 0..200 {
+            if self.api::<K>().get_opt(name).await.unwrap().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let o = self.api::<K>().get_opt(name).await.unwrap();
+        panic!(
+            "{name} still exists after 20s: {:?}",
+            o.map(|o| o.finalizers().to_vec())
+        );
+    }
+
+    pub fn operations(&self, prefix: &str) -> Vec<String> {
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.operation.starts_with(prefix))
+            .map(|r| r.operation)
+            .collect()
+    }
+}
+
+/// `(status, reason)` of a condition type.
+pub fn condition(o: &Value, type_: &str) -> Option<(String, String)> {
+    o["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+}
+
+/// Ready=True with the given reason, for the current generation.
+pub fn ready_with(reason: &'static str) -> impl Fn(&Value) -> bool {
+    move |o| {
+        condition(o, "Ready") == Some(("True".into(), reason.into()))
+            && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+    }
+}
+
+pub fn ready(o: &Value) -> bool {
+    ready_with("Available")(o)
+}
