@@ -1,0 +1,165 @@
+//! Resync: drift behind the operator's back is repaired; a converged object costs one read
+//! per interval and no writes; a paused object costs nothing.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{env, ready};
+use ctwa_operator::api::{SignalsKeyword, XWebEventTag};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+fn keyword(name: &str, resync: &str) -> Value {
+    json!({
+        "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsKeyword",
+        "metadata": {"name": name, "annotations": {"ctwa.dev/resync-interval": resync}},
+        "spec": {"clientId": "c1", "appId": "a1", "keyword": name, "adId": "ad1", "secretRef": {"name": "dialog360"}}
+    })
+}
+
+fn tag(name: &str, resync: &str) -> Value {
+    json!({
+        "apiVersion": "ctwa.dev/v1alpha1", "kind": "XWebEventTag",
+        "metadata": {"name": name, "annotations": {"ctwa.dev/resync-interval": resync}},
+        "spec": {"accountId": "acc1", "name": name, "type": "PURCHASE", "clickWindow": 30,
+                 "viewThroughWindow": 1, "secretRef": {"name": "x-ads"}}
+    })
+}
+
+#[tokio::test]
+async fn drift_is_repaired_at_the_next_resync() {
+    let env = env("drift").await;
+    env.create::<SignalsKeyword>(keyword("gone", "2s")).await;
+    env.create::<XWebEventTag>(tag("edited", "2s")).await;
+    let k = env.wait_for::<SignalsKeyword>("gone", "Ready", ready).await;
+    let t = env.wait_for::<XWebEventTag>("edited", "Ready", ready).await;
+
+    let old = k["status"]["keywordId"].as_str().unwrap().to_string();
+    env.fake.remove_keyword("c1", "a1", &old);
+    let tag_id = t["status"]["tagId"].as_str().unwrap().to_string();
+    env.fake.edit_tag("acc1", &tag_id, |t| t.click_window = 1);
+
+    env.wait_for::<SignalsKeyword>("gone", "re-created", |o| {
+        ready(o) && o["status"]["keywordId"] != old.as_str()
+    })
+    .await;
+    let active: Vec<_> = env
+        .fake
+        .keywords("c1", "a1")
+        .into_iter()
+        .filter(|k| k.status == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "exactly one keyword again");
+    for _ in 0..50 {
+        if env.fake.tags("acc1")[0].click_window == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        env.fake.tags("acc1")[0].click_window,
+        30,
+        "the tag was put back"
+    );
+    let put = env
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.operation == "x.update_tag")
+        .unwrap();
+    assert_eq!(put.query, "click_window=30");
+}
+
+#[tokio::test]
+async fn steady_state_reads_once_per_interval_and_writes_nothing() {
+    let env = env("steady").await;
+    let names: Vec<String> = (0..5).map(|i| format!("steady-{i}")).collect();
+    for n in &names {
+        env.create::<SignalsKeyword>(keyword(n, "2s")).await;
+        env.create::<XWebEventTag>(tag(n, "2s")).await;
+    }
+    let mut versions = HashMap::new();
+    for n in &names {
+        let k = env.wait_for::<SignalsKeyword>(n, "Ready", ready).await;
+        let t = env.wait_for::<XWebEventTag>(n, "Ready", ready).await;
+        versions.insert(format!("k/{n}"), k["metadata"]["resourceVersion"].clone());
+        versions.insert(format!("t/{n}"), t["metadata"]["resourceVersion"].clone());
+    }
+    // Let the creation settle (the first resync after creation), then watch three intervals.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in &names {
+        let k = env.api::<SignalsKeyword>().get(n).await.unwrap();
+        let t = env.api::<XWebEventTag>().get(n).await.unwrap();
+        versions.insert(format!("k/{n}"), json!(k.metadata.resource_version));
+        versions.insert(format!("t/{n}"), json!(t.metadata.resource_version));
+    }
+    env.fake.clear_requests();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let requests = env.fake.requests();
+    let writes: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| r.operation.clone())
+        .collect();
+    assert!(writes.is_empty(), "steady state wrote upstream: {writes:?}");
+    let reads = requests
+        .iter()
+        .filter(|r| r.operation != "hub.token")
+        .count();
+    // 10 objects, three 2 s intervals (±10% jitter) in 6 s: at most 4 reads each.
+    println!("steady state: {reads} reads for 10 objects over 3 intervals");
+    assert!(reads <= 40, "{reads} reads");
+    assert!(reads >= 20, "resync did not read upstream: {reads}");
+    for n in &names {
+        let k = env.api::<SignalsKeyword>().get(n).await.unwrap();
+        let t = env.api::<XWebEventTag>().get(n).await.unwrap();
+        assert_eq!(
+            json!(k.metadata.resource_version),
+            versions[&format!("k/{n}")],
+            "keyword {n} was rewritten"
+        );
+        assert_eq!(
+            json!(t.metadata.resource_version),
+            versions[&format!("t/{n}")],
+            "tag {n} was rewritten"
+        );
+    }
+}
+
+#[tokio::test]
+async fn paused_objects_cause_no_upstream_calls() {
+    let env = env("paused").await;
+    let mut k = keyword("held", "1s");
+    k["metadata"]["annotations"]["ctwa.dev/paused"] = json!("true");
+    env.create::<SignalsKeyword>(k).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        env.operations("signals.").is_empty(),
+        "a paused object called upstream"
+    );
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "ReconcilePaused").count(),
+        1,
+        "{reasons:?}"
+    );
+
+    let unpause = json!({"metadata": {"annotations": {"ctwa.dev/paused": null}}});
+    env.api::<SignalsKeyword>()
+        .patch("held", &PatchParams::default(), &Patch::Merge(&unpause))
+        .await
+        .unwrap();
+    env.wait_for::<SignalsKeyword>("held", "Ready after unpausing", ready)
+        .await;
+}
