@@ -126,6 +126,30 @@ impl Env {
         panic!("{name}: {what} not reached within 20s; last: {last:#}");
     }
 
+    /// Like `wait_for`, with two minutes for runs through injected faults.
+    pub async fn wait_for_long<K>(&self, name: &str, check: impl Fn(&Value) -> bool) -> Value
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        let mut last = Value::Null;
+        for _ in 0..600 {
+            if let Some(o) = api.get_opt(name).await.unwrap() {
+                let v = serde_json::to_value(&o).unwrap();
+                if check(&v) {
+                    return v;
+                }
+                last = v;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{name} did not converge within 120s; last: {last:#}");
+    }
+
     pub async fn wait_gone<K>(&self, name: &str)
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
