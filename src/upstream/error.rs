@@ -50,32 +50,6 @@ pub enum ErrorClass {
     Terminal,
 }
 
-impl ErrorClass {
-    /// Stable condition reason for this class; 401/403 and credential problems are
-    /// refined to `InvalidCredentials` by [`UpstreamError::reason`].
-    pub fn reason(self) -> &'static str {
-        match self {
-            ErrorClass::Transient => REASON_UNAVAILABLE,
-            ErrorClass::RateLimited { .. } => REASON_RATE_LIMITED,
-            ErrorClass::Terminal => REASON_REJECTED,
-        }
-    }
-
-    /// True when retrying (after backoff or `retry_at`) can succeed without user action.
-    pub fn is_retryable(self) -> bool {
-        !matches!(self, ErrorClass::Terminal)
-    }
-}
-
-/// Condition reason: 5xx, timeout, connection error.
-pub const REASON_UNAVAILABLE: &str = "UpstreamUnavailable";
-/// Condition reason: 429.
-pub const REASON_RATE_LIMITED: &str = "RateLimited";
-/// Condition reason: the upstream refused the request (4xx other than 401/403/429).
-pub const REASON_REJECTED: &str = "UpstreamRejected";
-/// Condition reason: 401/403 or a Secret that cannot be used.
-pub const REASON_INVALID_CREDENTIALS: &str = "InvalidCredentials";
-
 /// Longest upstream message kept in an error (messages end up in status and events).
 const MAX_MESSAGE_CHARS: usize = 512;
 
@@ -225,55 +199,6 @@ impl UpstreamError {
         )
     }
 
-    /// Stable CamelCase condition reason: `UpstreamUnavailable`, `RateLimited`,
-    /// `UpstreamRejected` or `InvalidCredentials` (401/403 and unusable Secrets).
-    pub fn reason(&self) -> &'static str {
-        if self.is_unauthorized() || matches!(self, UpstreamError::Credentials { .. }) {
-            REASON_INVALID_CREDENTIALS
-        } else {
-            self.class().reason()
-        }
-    }
-
-    /// True when the caller should stop retrying until the spec or Secret changes.
-    pub fn is_terminal(&self) -> bool {
-        self.class() == ErrorClass::Terminal
-    }
-
-    /// How long to wait before retrying, when the upstream said so (429 headers).
-    pub fn retry_after(&self, now: SystemTime) -> Option<Duration> {
-        match self.class() {
-            ErrorClass::RateLimited { retry_at: Some(at) } => {
-                Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-            }
-            _ => None,
-        }
-    }
-
-    /// Short label for metrics: the status code, or the failure kind.
-    pub fn metric_label(&self) -> String {
-        match self {
-            UpstreamError::Status { status, .. } => status.to_string(),
-            UpstreamError::Timeout { .. } => "timeout".to_string(),
-            UpstreamError::Connection { .. } => "connection_error".to_string(),
-            UpstreamError::Decode { .. } => "decode_error".to_string(),
-            UpstreamError::InvalidRequest { .. } => "invalid_request".to_string(),
-            UpstreamError::Credentials { .. } => "invalid_credentials".to_string(),
-        }
-    }
-
-    /// A 2xx body that does not decode. serde's own message can quote values from the
-    /// body (a token, a postback URL), so only the error category, the position and
-    /// field names (which come from our types) are kept.
-    pub fn decode(api: Api, operation: &'static str, status: u16, err: &serde_json::Error) -> Self {
-        UpstreamError::Decode {
-            api,
-            operation,
-            status,
-            detail: describe_json_error(err),
-        }
-    }
-
     /// True for a 429.
     pub fn is_rate_limited(&self) -> bool {
         matches!(self.class(), ErrorClass::RateLimited { .. })
@@ -339,28 +264,6 @@ impl UpstreamError {
             }
         }
     }
-}
-
-/// A serde_json error described without any value taken from the input.
-pub fn describe_json_error(err: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let text = err.to_string();
-    // These messages only name fields of our own types.
-    let field_message = ["missing field `", "duplicate field `"]
-        .iter()
-        .find_map(|prefix| {
-            let rest = text.strip_prefix(prefix)?;
-            let field = rest.split('`').next()?;
-            Some(format!("{}{field}`", prefix))
-        });
-    let what = match (field_message, err.classify()) {
-        (Some(m), _) => m,
-        (None, Category::Syntax) => "invalid JSON".to_string(),
-        (None, Category::Eof) => "truncated JSON".to_string(),
-        (None, Category::Data) => "unexpected value".to_string(),
-        (None, Category::Io) => "read error".to_string(),
-    };
-    format!("{what} at line {} column {}", err.line(), err.column())
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
