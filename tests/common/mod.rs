@@ -17,12 +17,14 @@ pub struct Env {
     pub fake: FakeUpstreams,
     pub ns: TestNamespace,
     pub client: kube::Client,
-    operator: tokio::task::JoinHandle<anyhow::Result<()>>,
+    operator: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        self.operator.abort();
+        if let Some(operator) = &self.operator {
+            operator.abort();
+        }
     }
 }
 
@@ -31,6 +33,20 @@ pub async fn env(prefix: &str) -> Env {
 }
 
 pub async fn env_with(prefix: &str, resync: Duration) -> Env {
+    let mut env = env_without_operator(prefix).await;
+    let config = OperatorConfig {
+        resync_interval: resync,
+        signals_url: env.fake.signals_url(),
+        hub_url: env.fake.hub_url(),
+        x_ads_url: env.fake.x_url(),
+        namespaces: vec![env.ns.name.clone()],
+    };
+    env.operator = Some(tokio::spawn(run(env.client.clone(), config)));
+    env
+}
+
+/// The namespace, Secrets and fakes, for tests that run the operator themselves.
+pub async fn env_without_operator(prefix: &str) -> Env {
     let client = client().await;
     let ns = TestNamespace::create(&client, prefix).await;
     let fake = FakeUpstreams::start().await.unwrap();
@@ -63,19 +79,11 @@ pub async fn env_with(prefix: &str, resync: Duration) -> Env {
             .await
             .unwrap();
     }
-    let config = OperatorConfig {
-        resync_interval: resync,
-        signals_url: fake.signals_url(),
-        hub_url: fake.hub_url(),
-        x_ads_url: fake.x_url(),
-        namespaces: vec![ns.name.clone()],
-    };
-    let operator = tokio::spawn(run(client.clone(), config));
     Env {
         fake,
         ns,
         client,
-        operator,
+        operator: None,
     }
 }
 
