@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy crds crds-check unit control-plane-up control-plane-down clean
+.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean
 
 all: build
 
@@ -33,6 +33,13 @@ crds-check:
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(CARGO) run -q --bin ctwa-operator -- crds --output-dir $$tmp && \
 	if ! diff -ru crds $$tmp; then echo "crds/ is out of date: run 'make crds' and commit the result" >&2; exit 1; fi
+
+## make demo: the control plane, the fake upstream APIs and the operator, with examples/ applied.
+demo:
+	@scripts/demo.sh up
+
+demo-down:
+	@scripts/demo.sh down
 
 control-plane-up:
 	@scripts/control-plane.sh up >/dev/null && scripts/control-plane.sh env
