@@ -163,3 +163,52 @@ async fn paused_objects_cause_no_upstream_calls() {
     env.wait_for::<SignalsKeyword>("held", "Ready after unpausing", ready)
         .await;
 }
+
+#[tokio::test]
+async fn postback_url_and_tracking_are_reasserted_at_resync() {
+    use ctwa_operator::api::{CtwaTracking, SignalsPostback};
+    use fake_upstreams::PostbackKind;
+    let env = env("drift-pb").await;
+    env.create::<SignalsPostback>(json!({
+        "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsPostback",
+        "metadata": {"name": "pb", "annotations": {"ctwa.dev/resync-interval": "2s"}},
+        "spec": {"clientId": "c1", "appId": "a1", "adId": "ad1", "event": "Ad",
+                 "url": "https://hooks.example.com/a", "secretRef": {"name": "dialog360"}}
+    }))
+    .await;
+    env.create::<CtwaTracking>(json!({
+        "apiVersion": "ctwa.dev/v1alpha1", "kind": "CtwaTracking",
+        "metadata": {"name": "t", "annotations": {"ctwa.dev/resync-interval": "2s"}},
+        "spec": {"partnerId": "p1", "clientId": "c1", "channelId": "ch1", "secretRef": {"name": "dialog360"}}
+    }))
+    .await;
+    env.wait_for::<SignalsPostback>("pb", "Ready", ready).await;
+    env.wait_for::<CtwaTracking>("t", "Ready", ready).await;
+
+    env.fake.set_postback_url(
+        "c1",
+        "a1",
+        "ad1",
+        PostbackKind::Ad,
+        Some("https://elsewhere.example.com/x"),
+    );
+    // Switched off behind the operator's back (the Hub cannot be read, so it is re-asserted).
+    env.fake.add_channel("p1", "c1", "ch1");
+    assert_eq!(env.fake.ctwa_enabled("p1", "c1", "ch1"), Some(false));
+    for _ in 0..60 {
+        let url_back = env
+            .fake
+            .postback_url("c1", "a1", "ad1", PostbackKind::Ad)
+            .as_deref()
+            == Some("https://hooks.example.com/a");
+        if url_back && env.fake.ctwa_enabled("p1", "c1", "ch1") == Some(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "not repaired: url {:?}, ctwa {:?}",
+        env.fake.postback_url("c1", "a1", "ad1", PostbackKind::Ad),
+        env.fake.ctwa_enabled("p1", "c1", "ch1")
+    );
+}
