@@ -44,7 +44,7 @@ impl Failure {
 
 impl From<UpstreamError> for Failure {
     fn from(e: UpstreamError) -> Self {
-        let message = format!("{}: {e}", e.api());
+        let message = e.to_string();
         match e.class() {
             ErrorClass::Transient => Failure::Transient {
                 reason: Reason::UpstreamUnavailable,

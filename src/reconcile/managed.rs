@@ -100,50 +100,27 @@ impl Managed for CtwaTracking {
     }
 }
 
-impl Managed for SignalsKeyword {
-    fn secret_name(&self) -> &str {
-        &self.spec.secret_ref.name
-    }
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
-    }
-    fn management_policy(&self) -> ManagementPolicy {
-        self.spec.management_policy
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
+/// The kinds with a `managementPolicy` share every accessor.
+macro_rules! managed_with_policy {
+    ($($kind:ty),*) => {$(
+        impl Managed for $kind {
+            fn secret_name(&self) -> &str {
+                &self.spec.secret_ref.name
+            }
+            fn deletion_policy(&self) -> DeletionPolicy {
+                self.spec.deletion_policy
+            }
+            fn management_policy(&self) -> ManagementPolicy {
+                self.spec.management_policy
+            }
+            fn common_status(&self) -> Option<&CommonStatus> {
+                self.status.as_ref().map(|s| &s.common)
+            }
+        }
+    )*};
 }
 
-impl Managed for SignalsPostback {
-    fn secret_name(&self) -> &str {
-        &self.spec.secret_ref.name
-    }
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
-    }
-    fn management_policy(&self) -> ManagementPolicy {
-        self.spec.management_policy
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
-
-impl Managed for XWebEventTag {
-    fn secret_name(&self) -> &str {
-        &self.spec.secret_ref.name
-    }
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
-    }
-    fn management_policy(&self) -> ManagementPolicy {
-        self.spec.management_policy
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
+managed_with_policy!(SignalsKeyword, SignalsPostback, XWebEventTag);
 
 #[cfg(test)]
 mod tests {

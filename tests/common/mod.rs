@@ -119,9 +119,41 @@ impl Env {
             + serde::Serialize
             + std::fmt::Debug,
     {
+        self.wait_until::<K>(name, what, check, Duration::from_secs(20))
+            .await
+    }
+
+    /// Like `wait_for`, with two minutes for runs through injected faults and restarts.
+    pub async fn wait_for_long<K>(&self, name: &str, check: impl Fn(&Value) -> bool) -> Value
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        self.wait_until::<K>(name, "convergence", check, Duration::from_secs(120))
+            .await
+    }
+
+    async fn wait_until<K>(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
         let api = self.api::<K>();
+        let deadline = std::time::Instant::now() + timeout;
         let mut last = Value::Null;
-        for _ in 0..200 {
+        while std::time::Instant::now() < deadline {
             if let Some(o) = api.get_opt(name).await.unwrap() {
                 let v = serde_json::to_value(&o).unwrap();
                 if check(&v) {
@@ -131,31 +163,7 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("{name}: {what} not reached within 20s; last: {last:#}");
-    }
-
-    /// Like `wait_for`, with two minutes for runs through injected faults.
-    pub async fn wait_for_long<K>(&self, name: &str, check: impl Fn(&Value) -> bool) -> Value
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
-        let api = self.api::<K>();
-        let mut last = Value::Null;
-        for _ in 0..600 {
-            if let Some(o) = api.get_opt(name).await.unwrap() {
-                let v = serde_json::to_value(&o).unwrap();
-                if check(&v) {
-                    return v;
-                }
-                last = v;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("{name} did not converge within 120s; last: {last:#}");
+        panic!("{name}: {what} not reached within {timeout:?}; last: {last:#}");
     }
 
     pub async fn wait_gone<K>(&self, name: &str)
