@@ -46,25 +46,35 @@ async fn sigkill_during_creation_leaves_no_duplicates() {
         });
     }
     let mut operator = start_operator(&env);
-    for i in 0..100 {
-        env.create::<SignalsKeyword>(json!({
-            "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsKeyword", "metadata": {"name": format!("k{i}")},
-            "spec": {"clientId": "c1", "appId": "a1", "keyword": format!("keyword {i}"), "adId": "ad1",
-                     "secretRef": {"name": "dialog360"}}
-        }))
-        .await;
-        if i < 50 {
-            env.create::<XWebEventTag>(json!({
-                "apiVersion": "ctwa.dev/v1alpha1", "kind": "XWebEventTag", "metadata": {"name": format!("t{i}")},
-                "spec": {"accountId": "acc1", "name": format!("tag {i}"), "type": "PURCHASE", "clickWindow": 30,
-                         "viewThroughWindow": 1, "secretRef": {"name": "x-ads"}}
+    // Objects are created while the operator is being killed and restarted.
+    let client = env.client.clone();
+    let ns = env.ns.name.clone();
+    let creator = tokio::spawn(async move {
+        let keywords: kube::Api<SignalsKeyword> = kube::Api::namespaced(client.clone(), &ns);
+        let tags: kube::Api<XWebEventTag> = kube::Api::namespaced(client, &ns);
+        for i in 0..100 {
+            let k: SignalsKeyword = serde_json::from_value(json!({
+                "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsKeyword", "metadata": {"name": format!("k{i}")},
+                "spec": {"clientId": "c1", "appId": "a1", "keyword": format!("keyword {i}"), "adId": "ad1",
+                         "secretRef": {"name": "dialog360"}}
             }))
-            .await;
+            .unwrap();
+            keywords.create(&Default::default(), &k).await.unwrap();
+            if i < 50 {
+                let t: XWebEventTag = serde_json::from_value(json!({
+                    "apiVersion": "ctwa.dev/v1alpha1", "kind": "XWebEventTag", "metadata": {"name": format!("t{i}")},
+                    "spec": {"accountId": "acc1", "name": format!("tag {i}"), "type": "PURCHASE", "clickWindow": 30,
+                             "viewThroughWindow": 1, "secretRef": {"name": "x-ads"}}
+                }))
+                .unwrap();
+                tags.create(&Default::default(), &t).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
         }
-    }
+    });
     let mut kills = Vec::new();
     for _ in 0..5 {
-        let wait = 200 + (ctwa_operator::reconcile::backoff::jitter_fraction() * 1200.0) as u64;
+        let wait = 200 + (ctwa_operator::reconcile::backoff::jitter_fraction() * 700.0) as u64;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         operator.kill().expect("SIGKILL");
         operator.wait().expect("reaped");
@@ -75,6 +85,7 @@ async fn sigkill_during_creation_leaves_no_duplicates() {
         ));
         operator = start_operator(&env);
     }
+    creator.await.unwrap();
     println!("kills (after ms, keywords, tags upstream): {kills:?}");
     for i in 0..100 {
         env.wait_for_long::<SignalsKeyword>(&format!("k{i}"), ready)
