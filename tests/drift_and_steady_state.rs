@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use common::{env, ready};
 use ctwa_operator::api::{SignalsKeyword, XWebEventTag};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 fn keyword(name: &str, resync: &str) -> Value {
@@ -140,15 +139,7 @@ async fn paused_objects_cause_no_upstream_calls() {
         env.operations("signals.").is_empty(),
         "a paused object called upstream"
     );
-    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns.name);
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons = env.event_reasons().await;
     assert_eq!(
         reasons.iter().filter(|r| *r == "ReconcilePaused").count(),
         1,

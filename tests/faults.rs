@@ -9,8 +9,6 @@ use std::time::UNIX_EPOCH;
 use common::{env, ready};
 use ctwa_operator::api::{SignalsKeyword, XWebEventTag};
 use fake_upstreams::FaultRule;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
 use serde_json::json;
 
 #[tokio::test]
@@ -85,15 +83,7 @@ async fn objects_converge_through_faults_without_a_hot_loop() {
         requests.len()
     );
 
-    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns.name);
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons = env.event_reasons().await;
     assert!(
         reasons
             .iter()

@@ -78,13 +78,10 @@ impl ExternalResource<CtwaTracking> for CtwaTrackingAdapter {
     /// Deletion with policy Delete switches tracking off; an unknown channel is already off.
     async fn delete(&self, client: &HubClient, obj: &CtwaTracking) -> Result<(), Failure> {
         let s = &obj.spec;
-        match client
-            .disable_ctwa(&s.partner_id, &s.client_id, &s.channel_id)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        super::gone_is_ok(
+            client
+                .disable_ctwa(&s.partner_id, &s.client_id, &s.channel_id)
+                .await,
+        )
     }
 }

@@ -13,9 +13,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
 use crate::reconcile::failure::Failure;
+use crate::upstream::error::UpstreamError;
 use crate::upstream::http::Transport;
 use crate::upstream::hub_auth::{DialogAuth, HubTokenProvider};
 use crate::upstream::secret::DialogCredentials;
+use crate::upstream::signals::SignalsClient;
 
 /// What the 360dialog adapters share: one HTTP client and one token cache per process.
 #[derive(Clone)]
@@ -40,6 +42,34 @@ impl DialogUpstream {
             ),
             credentials,
         ))
+    }
+}
+
+impl DialogUpstream {
+    /// A Signals client for one app, with the credentials of `secret`.
+    pub fn signals_client(
+        &self,
+        client_id: &str,
+        app_id: &str,
+        secret: &Secret,
+    ) -> Result<SignalsClient, Failure> {
+        Ok(SignalsClient::new(
+            self.transport.clone(),
+            &self.signals_url,
+            client_id.to_string(),
+            app_id.to_string(),
+            self.tokens.clone(),
+            Self::auth(secret)?,
+        )?)
+    }
+}
+
+/// Deleting something that is already gone is a successful delete (SPEC section 3).
+pub fn gone_is_ok<T>(result: Result<T, UpstreamError>) -> Result<(), Failure> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -61,15 +61,8 @@ impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
     type Client = SignalsClient;
 
     fn connect(&self, obj: &SignalsKeyword, secret: &Secret) -> Result<SignalsClient, Failure> {
-        let up = &self.0;
-        Ok(SignalsClient::new(
-            up.transport.clone(),
-            &up.signals_url,
-            obj.spec.client_id.clone(),
-            obj.spec.app_id.clone(),
-            up.tokens.clone(),
-            DialogUpstream::auth(secret)?,
-        )?)
+        self.0
+            .signals_client(&obj.spec.client_id, &obj.spec.app_id, secret)
     }
 
     /// By id first; an archived or vanished keyword falls back to the natural key (an active
@@ -147,10 +140,6 @@ impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
         let Some(id) = Self::known_id(obj) else {
             return Ok(());
         };
-        match client.delete_keyword(&id).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        super::gone_is_ok(client.delete_keyword(&id).await)
     }
 }

@@ -109,15 +109,8 @@ impl ExternalResource<SignalsPostback> for SignalsPostbackAdapter {
     type Client = SignalsClient;
 
     fn connect(&self, obj: &SignalsPostback, secret: &Secret) -> Result<SignalsClient, Failure> {
-        let up = &self.upstream;
-        Ok(SignalsClient::new(
-            up.transport.clone(),
-            &up.signals_url,
-            obj.spec.client_id.clone(),
-            obj.spec.app_id.clone(),
-            up.tokens.clone(),
-            DialogUpstream::auth(secret)?,
-        )?)
+        self.upstream
+            .signals_client(&obj.spec.client_id, &obj.spec.app_id, secret)
     }
 
     async fn observe(
@@ -159,14 +152,11 @@ impl ExternalResource<SignalsPostback> for SignalsPostbackAdapter {
         if obj.spec.event == PostbackEvent::Keyword && keyword_id.is_none() {
             return Ok(());
         }
-        match client
-            .set_postback(&target(obj, keyword_id.as_deref()), None)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        super::gone_is_ok(
+            client
+                .set_postback(&target(obj, keyword_id.as_deref()), None)
+                .await,
+        )
     }
 }
 

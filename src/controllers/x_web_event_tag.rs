@@ -151,10 +151,6 @@ impl ExternalResource<XWebEventTag> for XWebEventTagAdapter {
         let Some(id) = known_id(obj) else {
             return Ok(());
         };
-        match client.delete_tag(&obj.spec.account_id, &id).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        super::gone_is_ok(client.delete_tag(&obj.spec.account_id, &id).await)
     }
 }

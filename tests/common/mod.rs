@@ -186,6 +186,20 @@ impl Env {
         );
     }
 
+    /// The reasons of every Event in the test's namespace.
+    pub async fn event_reasons(&self) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns.name);
+        events
+            .list(&kube::api::ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
     pub fn operations(&self, prefix: &str) -> Vec<String> {
         self.fake
             .requests()
