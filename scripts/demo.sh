@@ -48,6 +48,9 @@ up() {
     --hub-url "http://127.0.0.1:$port/hub" \
     --signals-url "http://127.0.0.1:$port/signals" \
     --x-ads-url "http://127.0.0.1:$port/x/12" \
+    --metrics-addr "127.0.0.1:${CTWA_DEMO_METRICS_PORT:-18080}" \
+    --postback-addr "127.0.0.1:${CTWA_DEMO_POSTBACK_PORT:-18081}" \
+    --public-base-url "http://127.0.0.1:${CTWA_DEMO_POSTBACK_PORT:-18081}" \
     </dev/null >"$DIR/operator.log" 2>&1 &
   echo $! > "$DIR/operator.pid"
 

@@ -5,6 +5,8 @@ pub mod api;
 pub mod bridge;
 pub mod controllers;
 pub mod crdgen;
+pub mod metrics;
 pub mod operator;
 pub mod reconcile;
+pub mod server;
 pub mod upstream;

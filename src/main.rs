@@ -55,6 +55,19 @@ struct RunArgs {
         default_value = "https://ads-api.x.com/12"
     )]
     x_ads_url: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "CTWA_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Address of the postback receiver (`POST /postbacks/<namespace>/<bridge>/<token>`).
+    #[arg(long, env = "CTWA_POSTBACK_ADDR", default_value = "0.0.0.0:8081")]
+    postback_addr: std::net::SocketAddr,
+    /// The URL under which Signals reaches the postback receiver, e.g.
+    /// `https://ctwa.example.com`; needed by SignalsPostback objects with `bridgeRef`.
+    #[arg(long, env = "CTWA_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+    /// Least time between two status writes of one ConversionBridge.
+    #[arg(long, env = "CTWA_BRIDGE_STATUS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    bridge_status_interval: std::time::Duration,
     /// Log filter, e.g. `info` or `ctwa_operator=debug`.
     #[arg(long, env = "CTWA_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -82,6 +95,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         hub_url: args.hub_url,
         x_ads_url: args.x_ads_url,
         namespaces: args.namespaces,
+        metrics_addr: args.metrics_addr,
+        postback_addr: args.postback_addr,
+        public_base_url: args.public_base_url,
+        bridge_status_interval: args.bridge_status_interval,
     };
     ctwa_operator::operator::run(client, config).await
 }

@@ -14,19 +14,8 @@ use serde_json::json;
 
 fn start_operator(env: &Env) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
-        .args([
-            "run",
-            "--namespace",
-            &env.ns.name,
-            "--signals-url",
-            &env.fake.signals_url(),
-            "--hub-url",
-            &env.fake.hub_url(),
-            "--x-ads-url",
-            &env.fake.x_url(),
-            "--log-level",
-            "warn",
-        ])
+        .args(env.operator_args())
+        .arg("--log-level=warn")
         .env("KUBECONFIG", ctwa_testenv::kubeconfig_path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -8,7 +8,8 @@ use kube::api::Api;
 use serde_json::{Map, json};
 
 use super::DialogUpstream;
-use crate::api::{PostbackEvent, SignalsKeyword, SignalsPostback};
+use crate::api::{ConversionBridge, PostbackEvent, SignalsKeyword, SignalsPostback};
+use crate::bridge::controller::token_secret_name;
 use crate::bridge::identity::sha256_hex;
 use crate::reconcile::conditions::Reason;
 use crate::reconcile::external::{ExternalResource, Observation};
@@ -19,6 +20,8 @@ use crate::upstream::signals::{PostbackTarget, SignalsClient};
 pub struct SignalsPostbackAdapter {
     pub upstream: DialogUpstream,
     pub kube: kube::Client,
+    /// How Signals reaches the operator's postback receiver (`--public-base-url`).
+    pub public_base_url: Option<String>,
 }
 
 /// A client plus what the spec resolves to: the target and the URL.
@@ -161,6 +164,58 @@ impl ExternalResource<SignalsPostback> for SignalsPostbackAdapter {
 }
 
 impl SignalsPostbackAdapter {
+    /// `<public base URL>/postbacks/<namespace>/<bridge>/<token>`, once the bridge takes
+    /// postbacks and its token exists.
+    async fn bridge_url(
+        &self,
+        obj: &SignalsPostback,
+        bridge: &str,
+    ) -> Result<SecretString, Failure> {
+        let Some(base) = &self.public_base_url else {
+            return Err(Failure::terminal(
+                Reason::UpstreamRejected,
+                "bridgeRef needs the operator's --public-base-url, which is not set",
+            ));
+        };
+        let namespace = obj.namespace().unwrap_or_default();
+        let waiting = |message: String| Failure::Waiting {
+            reason: Reason::DependencyNotReady,
+            message,
+        };
+        let kube_error = |e: kube::Error| Failure::Transient {
+            reason: Reason::UpstreamUnavailable,
+            message: format!("reading ConversionBridge {bridge:?}: {e}"),
+            retry_after: None,
+        };
+        let bridges: Api<ConversionBridge> = Api::namespaced(self.kube.clone(), &namespace);
+        match bridges.get_opt(bridge).await.map_err(kube_error)? {
+            None => return Err(waiting(format!("ConversionBridge {bridge:?} not found"))),
+            Some(b) if !b.spec.source.postbacks.enabled => {
+                return Err(waiting(format!(
+                    "ConversionBridge {bridge:?} does not take postbacks (spec.source.postbacks.enabled is false)"
+                )));
+            }
+            Some(_) => {}
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), &namespace);
+        let token = secrets
+            .get_opt(&token_secret_name(bridge))
+            .await
+            .map_err(kube_error)?
+            .and_then(|s| super::secret_data(&s).remove("token"))
+            .and_then(|t| String::from_utf8(t).ok())
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return Err(waiting(format!(
+                "the postback token of ConversionBridge {bridge:?} does not exist yet"
+            )));
+        };
+        Ok(SecretString::new(format!(
+            "{}/postbacks/{namespace}/{bridge}/{token}",
+            base.trim_end_matches('/')
+        )))
+    }
+
     async fn resolve(
         &self,
         client: &SignalsClient,
@@ -169,16 +224,7 @@ impl SignalsPostbackAdapter {
         let keyword_id = self.keyword_id(obj).await?;
         let url = match (&obj.spec.url, &obj.spec.bridge_ref) {
             (Some(url), _) => SecretString::new(url.clone()),
-            (None, Some(bridge)) => {
-                // The bridge's receiver URL needs the ConversionBridge controller.
-                return Err(Failure::Waiting {
-                    reason: Reason::DependencyNotReady,
-                    message: format!(
-                        "ConversionBridge {:?}: bridge postback URLs are not served by this version",
-                        bridge.name
-                    ),
-                });
-            }
+            (None, Some(bridge)) => self.bridge_url(obj, &bridge.name).await?,
             (None, None) => {
                 return Err(Failure::terminal(
                     Reason::UpstreamRejected,

@@ -23,6 +23,8 @@ pub enum Reason {
     ReconcilePaused,
     Observed,
     NotFound,
+    /// A ConversionBridge with `suspend: true`.
+    Suspended,
 }
 
 impl Reason {
@@ -41,6 +43,7 @@ impl Reason {
             Reason::ReconcilePaused => "ReconcilePaused",
             Reason::Observed => "Observed",
             Reason::NotFound => "NotFound",
+            Reason::Suspended => "Suspended",
         }
     }
 }

@@ -88,7 +88,7 @@ pub async fn run<K, A>(
             store
                 .state()
                 .into_iter()
-                .filter(|o| o.namespace() == namespace && o.secret_name() == name)
+                .filter(|o| o.namespace() == namespace && o.uses_secret(&name))
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
                 .collect::<Vec<_>>()
         })

@@ -25,6 +25,10 @@ pub trait Managed:
 {
     /// The Secret (same namespace) with the upstream credentials.
     fn secret_name(&self) -> &str;
+    /// Whether a change of the Secret `name` (same namespace) concerns this object.
+    fn uses_secret(&self, name: &str) -> bool {
+        self.secret_name() == name
+    }
     fn deletion_policy(&self) -> DeletionPolicy;
     fn management_policy(&self) -> ManagementPolicy {
         ManagementPolicy::Manage
@@ -102,11 +106,14 @@ impl Managed for CtwaTracking {
 
 /// The kinds with a `managementPolicy` share every accessor.
 macro_rules! managed_with_policy {
-    ($($kind:ty),*) => {$(
+    ($($kind:ty $(=> uses_secret: $uses:path)?),*) => {$(
         impl Managed for $kind {
             fn secret_name(&self) -> &str {
                 &self.spec.secret_ref.name
             }
+            $(fn uses_secret(&self, name: &str) -> bool {
+                $uses(self, name)
+            })?
             fn deletion_policy(&self) -> DeletionPolicy {
                 self.spec.deletion_policy
             }
@@ -120,7 +127,21 @@ macro_rules! managed_with_policy {
     )*};
 }
 
-managed_with_policy!(SignalsKeyword, SignalsPostback, XWebEventTag);
+managed_with_policy!(
+    SignalsKeyword,
+    SignalsPostback => uses_secret: postback_uses_secret,
+    XWebEventTag
+);
+
+/// A postback to a bridge carries the bridge's token: it follows the token Secret too.
+fn postback_uses_secret(postback: &SignalsPostback, name: &str) -> bool {
+    postback.spec.secret_ref.name == name
+        || postback
+            .spec
+            .bridge_ref
+            .as_ref()
+            .is_some_and(|b| crate::bridge::controller::token_secret_name(&b.name) == name)
+}
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,9 @@ use tokio::time::Instant;
 
 /// Longest wait accepted from an upstream reset time (guards against clock skew).
 const MAX_UPSTREAM_WAIT: Duration = Duration::from_secs(15 * 60);
+/// X reports its reset in whole epoch seconds, rounded down: waiting one more second
+/// makes sure the upstream window really has rolled over.
+const RESET_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct State {
@@ -22,6 +25,8 @@ struct State {
     available: f64,
     last_refill: Instant,
     blocked_until: Option<Instant>,
+    /// What the upstream last reported: units left until its window resets.
+    upstream: Option<(u64, Instant)>,
 }
 
 impl State {
@@ -35,6 +40,17 @@ impl State {
             .as_secs_f64();
         self.available = (self.available + elapsed * self.rate_per_sec()).min(self.capacity as f64);
         self.last_refill = now;
+    }
+
+    /// The upstream's remaining units while its reported window lasts.
+    fn upstream_room(&mut self, now: Instant) -> Option<(u64, Instant)> {
+        match self.upstream {
+            Some((_, reset)) if reset <= now => {
+                self.upstream = None;
+                None
+            }
+            other => other,
+        }
     }
 }
 
@@ -57,6 +73,7 @@ impl RateBudget {
                 available: capacity as f64,
                 last_refill: Instant::now(),
                 blocked_until: None,
+                upstream: None,
             }),
             queue: tokio::sync::Mutex::new(()),
         }
@@ -91,12 +108,20 @@ impl RateBudget {
                 let now = Instant::now();
                 s.refill(now);
                 let units = units.min(s.capacity) as f64;
+                let upstream = s.upstream_room(now);
                 match s.blocked_until {
                     Some(until) if until > now => until - now,
+                    // The upstream's own window has less room than this request needs.
+                    _ if upstream.is_some_and(|(room, _)| (room as f64) < units) => {
+                        upstream.map(|(_, reset)| reset - now).unwrap_or_default()
+                    }
                     _ => {
                         s.blocked_until = None;
                         if s.available + 1e-9 >= units {
                             s.available = (s.available - units).max(0.0);
+                            if let Some((room, reset)) = upstream {
+                                s.upstream = Some((room.saturating_sub(units as u64), reset));
+                            }
                             return;
                         }
                         let missing = units - s.available;
@@ -118,17 +143,28 @@ impl RateBudget {
         }
     }
 
-    /// Feed X's `x-rate-limit-remaining` and `x-rate-limit-reset`: when nothing
-    /// remains, callers wait until the reset.
+    /// Feed X's `x-rate-limit-remaining` and `x-rate-limit-reset`: until the reset, no
+    /// caller spends more than what remains, so the budget never provokes a 429.
     pub fn observe_rate_limit(&self, remaining: Option<u64>, reset: Option<SystemTime>) {
-        if remaining == Some(0)
-            && let Some(reset) = reset
-        {
-            let wait = reset
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            self.block_for(wait);
+        let (Some(remaining), Some(reset)) = (remaining, reset) else {
+            return;
+        };
+        let wait = reset
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if wait.is_zero() {
+            return;
         }
+        let until = Instant::now() + wait.min(MAX_UPSTREAM_WAIT) + RESET_MARGIN;
+        let mut s = self.lock();
+        s.upstream = Some((remaining, until));
+    }
+
+    /// Units the upstream still grants in its current window, when it said so.
+    pub fn upstream_room(&self) -> Option<u64> {
+        self.lock()
+            .upstream_room(Instant::now())
+            .map(|(room, _)| room)
     }
 }
 
@@ -227,5 +263,24 @@ mod tests {
         let t = Instant::now();
         b.acquire(1).await;
         assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_asks_for_more_than_the_upstream_has_left() {
+        let b = RateBudget::new(100_000, WINDOW);
+        b.observe_rate_limit(Some(300), Some(SystemTime::now() + Duration::from_secs(30)));
+        assert_eq!(b.upstream_room(), Some(300));
+        let start = Instant::now();
+        b.acquire(200).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(b.upstream_room(), Some(100));
+        // 500 do not fit in the 100 left: wait for the upstream window to roll over.
+        b.acquire(500).await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited <= Duration::from_secs(31),
+            "{waited:?}"
+        );
+        assert_eq!(b.upstream_room(), None);
     }
 }

@@ -2,6 +2,7 @@
 //! fakes, and the operator running in-process scoped to that namespace.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ctwa_operator::operator::{OperatorConfig, run};
@@ -17,7 +18,18 @@ pub struct Env {
     pub fake: FakeUpstreams,
     pub ns: TestNamespace,
     pub client: kube::Client,
+    /// Where the operator's postback receiver listens.
+    pub postback_addr: SocketAddr,
+    /// Where the operator's `/metrics` listens.
+    pub metrics_addr: SocketAddr,
     operator: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
 }
 
 impl Drop for Env {
@@ -34,15 +46,50 @@ pub async fn env(prefix: &str) -> Env {
 
 pub async fn env_with(prefix: &str, resync: Duration) -> Env {
     let mut env = env_without_operator(prefix).await;
-    let config = OperatorConfig {
-        resync_interval: resync,
-        signals_url: env.fake.signals_url(),
-        hub_url: env.fake.hub_url(),
-        x_ads_url: env.fake.x_url(),
-        namespaces: vec![env.ns.name.clone()],
-    };
-    env.operator = Some(tokio::spawn(run(env.client.clone(), config)));
+    env.start_operator(resync);
     env
+}
+
+impl Env {
+    /// The `run` configuration for this environment.
+    pub fn operator_config(&self, resync: Duration) -> OperatorConfig {
+        OperatorConfig {
+            resync_interval: resync,
+            signals_url: self.fake.signals_url(),
+            hub_url: self.fake.hub_url(),
+            x_ads_url: self.fake.x_url(),
+            namespaces: vec![self.ns.name.clone()],
+            metrics_addr: self.metrics_addr,
+            postback_addr: self.postback_addr,
+            public_base_url: Some(format!("http://{}", self.postback_addr)),
+            bridge_status_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Run the operator in this process (stopped when the Env is dropped).
+    pub fn start_operator(&mut self, resync: Duration) {
+        let config = self.operator_config(resync);
+        self.operator = Some(tokio::spawn(run(self.client.clone(), config)));
+    }
+
+    /// The flags that make `ctwa-operator run` talk to this environment.
+    pub fn operator_args(&self) -> Vec<String> {
+        let c = self.operator_config(Duration::from_secs(600));
+        vec![
+            "run".into(),
+            format!("--namespace={}", self.ns.name),
+            format!("--signals-url={}", c.signals_url),
+            format!("--hub-url={}", c.hub_url),
+            format!("--x-ads-url={}", c.x_ads_url),
+            format!("--metrics-addr={}", c.metrics_addr),
+            format!("--postback-addr={}", c.postback_addr),
+            format!(
+                "--public-base-url={}",
+                c.public_base_url.unwrap_or_default()
+            ),
+            "--bridge-status-interval=1s".into(),
+        ]
+    }
 }
 
 /// The namespace, Secrets and fakes, for tests that run the operator themselves.
@@ -83,6 +130,8 @@ pub async fn env_without_operator(prefix: &str) -> Env {
         fake,
         ns,
         client,
+        postback_addr: free_addr(),
+        metrics_addr: free_addr(),
         operator: None,
     }
 }

@@ -1,0 +1,391 @@
+//! The ConversionBridge controller: resolves a bridge's spec and the objects it references
+//! (Secrets, the event tag, its postback token) into a worker configuration and hands it to
+//! the [`Supervisor`]. It makes no upstream calls itself; the worker does.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use rand::RngCore;
+
+use super::delivery::RetryPolicy;
+use super::mapping::EventFilter;
+use super::source::PollSpec;
+use super::state::Phase;
+use super::supervisor::{Desired, Supervisor};
+use super::worker::WorkerConfig;
+use crate::api::{ConversionBridge, SignalsEventType, XWebEventTag};
+use crate::controllers::{DialogUpstream, XUpstream, secret_data};
+use crate::reconcile::conditions::Reason;
+use crate::reconcile::failure::Failure;
+use crate::reconcile::managed::parse_duration;
+use crate::reconcile::reconciler::KubeError;
+use crate::upstream::budget::BudgetRegistry;
+use crate::upstream::secret::{SecretString, XCredentials};
+use crate::upstream::x_ads::XAdsClient;
+
+/// How often a bridge's references are checked again without any change.
+const RECHECK: Duration = Duration::from_secs(300);
+/// X's per-account budget window.
+const BUDGET_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The name of a bridge's postback token Secret.
+pub fn token_secret_name(bridge: &str) -> String {
+    format!("{bridge}-postback-token")
+}
+
+/// What the bridge controller works with.
+pub struct BridgeContext {
+    pub kube: kube::Client,
+    pub supervisor: Arc<Supervisor>,
+    pub dialog: DialogUpstream,
+    pub x: XUpstream,
+    /// One conversions budget per X account, shared by every bridge that sends to it.
+    pub budgets: Arc<BudgetRegistry>,
+    pub retry: RetryPolicy,
+}
+
+/// Reconcile triggers: spec (generation), deletion and identity. The operator's own status
+/// writes do not trigger anything.
+fn trigger_hash(bridge: &ConversionBridge) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    (
+        bridge.meta().generation,
+        bridge.meta().deletion_timestamp.is_some(),
+        bridge.uid(),
+    )
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller for one namespace scope (None: all namespaces).
+pub async fn run(ctx: Arc<BridgeContext>, namespace: Option<String>) {
+    let client = ctx.kube.clone();
+    let (bridges, secrets, tags): (
+        Api<ConversionBridge>,
+        Api<PartialObjectMeta<Secret>>,
+        Api<XWebEventTag>,
+    ) = match namespace.as_deref() {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let (reader, writer) = reflector::store();
+    let supervisor = ctx.supervisor.clone();
+    let objects = watcher(bridges, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| {
+            // Deleted bridges never reach reconcile: stop their workers here.
+            if let Ok(watcher::Event::Delete(bridge)) = event {
+                supervisor.remove(&bridge.namespace().unwrap_or_default(), &bridge.name_any());
+            }
+        })
+        .applied_objects()
+        .predicate_filter(trigger_hash, PredicateConfig::default());
+    let store = reader.clone();
+    let secret_changes = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let tag_store = reader.clone();
+    let tag_changes = watcher(tags, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    Controller::for_stream(objects, reader)
+        .watches_stream(secret_changes, move |secret| {
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|b| b.namespace() == ns && uses_secret(b, &name))
+                .map(|b| ObjectRef::from_obj(b.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(tag_changes, move |tag| {
+            let ns = tag.namespace();
+            let name = tag.name_any();
+            tag_store
+                .state()
+                .into_iter()
+                .filter(|b| {
+                    b.namespace() == ns
+                        && b.spec
+                            .destination
+                            .x
+                            .event_tag_ref
+                            .as_ref()
+                            .is_some_and(|r| r.name == name)
+                })
+                .map(|b| ObjectRef::from_obj(b.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| std::future::ready(()))
+        .await;
+}
+
+fn uses_secret(bridge: &ConversionBridge, name: &str) -> bool {
+    bridge.spec.source.signals.secret_ref.name == name
+        || bridge.spec.destination.x.secret_ref.name == name
+        || token_secret_name(&bridge.name_any()) == name
+}
+
+async fn reconcile(
+    bridge: Arc<ConversionBridge>,
+    ctx: Arc<BridgeContext>,
+) -> Result<Action, KubeError> {
+    if bridge.meta().deletion_timestamp.is_some() {
+        ctx.supervisor
+            .remove(&bridge.namespace().unwrap_or_default(), &bridge.name_any());
+        return Ok(Action::await_change());
+    }
+    let token = if bridge.spec.source.postbacks.enabled {
+        Some(ensure_token(&bridge, &ctx.kube).await?)
+    } else {
+        None
+    };
+    let desired = match resolve(&bridge, &ctx).await {
+        Ok(desired) => desired,
+        Err(Resolve::Kube(e)) => return Err(e),
+        Err(Resolve::Failed(Failure::Terminal { reason, message })) => {
+            Desired::Hold(Phase::Stalled { reason, message })
+        }
+        Err(Resolve::Failed(
+            Failure::Waiting { reason, message }
+            | Failure::Transient {
+                reason, message, ..
+            },
+        )) => Desired::Hold(Phase::Waiting { reason, message }),
+    };
+    ctx.supervisor.ensure(&bridge, desired, token);
+    Ok(Action::requeue(RECHECK))
+}
+
+fn error_policy(bridge: Arc<ConversionBridge>, error: &KubeError, _: Arc<BridgeContext>) -> Action {
+    tracing::warn!(bridge = %bridge.name_any(), %error, "bridge reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+enum Resolve {
+    Kube(KubeError),
+    Failed(Failure),
+}
+
+impl From<kube::Error> for Resolve {
+    fn from(e: kube::Error) -> Self {
+        Resolve::Kube(KubeError(e))
+    }
+}
+
+impl From<Failure> for Resolve {
+    fn from(f: Failure) -> Self {
+        Resolve::Failed(f)
+    }
+}
+
+async fn secret(api: &Api<Secret>, name: &str) -> Result<Secret, Resolve> {
+    api.get_opt(name).await?.ok_or_else(|| {
+        Failure::terminal(Reason::SecretNotFound, format!("Secret {name:?} not found")).into()
+    })
+}
+
+fn duration(field: &str, text: &str) -> Result<Duration, Resolve> {
+    parse_duration(text)
+        .map_err(|e| Failure::terminal(Reason::UpstreamRejected, format!("{field}: {e}")).into())
+}
+
+/// The worker configuration the spec asks for, or why there is none.
+async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desired, Resolve> {
+    let spec = &bridge.spec;
+    if spec.suspend {
+        return Ok(Desired::Hold(Phase::Suspended));
+    }
+    let namespace = bridge.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let signals = &spec.source.signals;
+    let x = &spec.destination.x;
+
+    let dialog_secret = secret(&secrets, &signals.secret_ref.name).await?;
+    let signals_client =
+        ctx.dialog
+            .signals_client(&signals.client_id, &signals.app_id, &dialog_secret)?;
+    let x_secret = secret(&secrets, &x.secret_ref.name).await?;
+    let credentials =
+        XCredentials::from_secret_data(&secret_data(&x_secret)).map_err(Failure::from)?;
+    let event_id = match (&x.event_id, &x.event_tag_ref) {
+        (Some(id), _) => id.clone(),
+        (None, Some(reference)) => tag_id(&ctx.kube, &namespace, &reference.name).await?,
+        (None, None) => {
+            return Err(Failure::terminal(
+                Reason::UpstreamRejected,
+                "exactly one of eventId or eventTagRef must be set",
+            )
+            .into());
+        }
+    };
+    let budget = ctx.budgets.budget(
+        &format!("x/{}", x.pixel_id),
+        spec.rate_limit.events_per15_min.max(1) as u64,
+        BUDGET_WINDOW,
+    );
+    let x_client = XAdsClient::new(ctx.x.transport.clone(), &ctx.x.x_ads_url, credentials)
+        .map_err(Failure::from)?
+        .with_budget(budget);
+
+    let single = |values: Vec<String>| (values.len() == 1).then(|| values[0].clone());
+    let type_names: Vec<String> = signals
+        .event_types
+        .iter()
+        .filter_map(|t| serde_json::to_value(t).ok()?.as_str().map(String::from))
+        .collect();
+    let start = signals
+        .start_time
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| bridge.meta().creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_else(jiff::Timestamp::now);
+    let config = WorkerConfig {
+        namespace: namespace.clone(),
+        name: bridge.name_any(),
+        signals: signals_client,
+        x: x_client,
+        pixel_id: x.pixel_id.clone(),
+        event_id: event_id.clone(),
+        filter: EventFilter {
+            types: signals
+                .event_types
+                .iter()
+                .copied()
+                .collect::<std::collections::HashSet<SignalsEventType>>(),
+            ad_ids: signals.ad_ids.iter().cloned().collect(),
+        },
+        poll: PollSpec {
+            start,
+            lookback: duration("lookback", &signals.lookback)?,
+            event_type: single(type_names),
+            ad_id: single(signals.ad_ids.clone()),
+        },
+        poll_interval: duration("pollInterval", &signals.poll_interval)?,
+        max_batch: spec.batching.max_batch_size.clamp(1, 500) as usize,
+        flush_interval: duration("flushInterval", &spec.batching.flush_interval)?,
+        retry: ctx.retry,
+    };
+    let mut h = DefaultHasher::new();
+    (
+        bridge.meta().generation,
+        dialog_secret.resource_version(),
+        x_secret.resource_version(),
+        event_id,
+    )
+        .hash(&mut h);
+    Ok(Desired::Run {
+        fingerprint: h.finish(),
+        config: Box::new(config),
+    })
+}
+
+/// The `tagId` of a Ready XWebEventTag.
+async fn tag_id(kube: &kube::Client, namespace: &str, name: &str) -> Result<String, Resolve> {
+    let tags: Api<XWebEventTag> = Api::namespaced(kube.clone(), namespace);
+    let tag = tags.get_opt(name).await?;
+    let ready_id = tag.and_then(|t| {
+        let status = t.status?;
+        let ready = status
+            .common
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(status.tag_id).flatten()
+    });
+    ready_id.ok_or_else(|| {
+        Failure::Waiting {
+            reason: Reason::DependencyNotReady,
+            message: format!("XWebEventTag {name:?} is not Ready yet"),
+        }
+        .into()
+    })
+}
+
+/// The bridge's postback token, from its Secret; the Secret is created (owned by the bridge,
+/// so it goes with it) with 32 random bytes when absent.
+async fn ensure_token(
+    bridge: &ConversionBridge,
+    kube: &kube::Client,
+) -> Result<SecretString, KubeError> {
+    let namespace = bridge.namespace().unwrap_or_default();
+    let name = token_secret_name(&bridge.name_any());
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), &namespace);
+    for _ in 0..2 {
+        if let Some(secret) = secrets.get_opt(&name).await? {
+            let data = secret_data(&secret);
+            if let Some(token) = data
+                .get("token")
+                .and_then(|t| String::from_utf8(t.clone()).ok())
+                && !token.is_empty()
+            {
+                return Ok(SecretString::new(token));
+            }
+            return Err(KubeError(kube::Error::Service(
+                format!("Secret {name:?} has no key \"token\"").into(),
+            )));
+        }
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let owner = OwnerReference {
+            api_version: ConversionBridge::api_version(&()).into_owned(),
+            kind: ConversionBridge::kind(&()).into_owned(),
+            name: bridge.name_any(),
+            uid: bridge.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        };
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                owner_references: Some(vec![owner]),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "ctwa-operator".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            string_data: Some([("token".to_string(), token.clone())].into()),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(SecretString::new(token)),
+            // Created concurrently: read it on the next round.
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(KubeError(e)),
+        }
+    }
+    Err(KubeError(kube::Error::Service(
+        format!("Secret {name:?} could not be read or created").into(),
+    )))
+}

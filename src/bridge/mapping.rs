@@ -1,0 +1,322 @@
+//! One Signals event → one X conversion (SPEC 1.5). Pure: no I/O, so every rule is unit-tested.
+//!
+//! Events stay `serde_json::Value` until here so that one malformed event is rejected on its
+//! own instead of failing the page it came in.
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::identity::{hash_email, hash_phone};
+use crate::api::SignalsEventType;
+use crate::upstream::x_ads::{Conversion, Identifier};
+
+/// Which events a bridge takes (its `eventTypes` and `adIds`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventFilter {
+    pub types: HashSet<SignalsEventType>,
+    /// Empty: every ad.
+    pub ad_ids: HashSet<String>,
+}
+
+/// What the pipeline does with one event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mapped {
+    /// Send this conversion; `at` is the event's date.
+    Convert {
+        id: String,
+        at: Timestamp,
+        conversion: Conversion,
+    },
+    /// Never sent; counted and reported.
+    Reject {
+        id: String,
+        at: Option<Timestamp>,
+        reason: String,
+    },
+    /// Not this bridge's business (another type or ad); not counted.
+    Skip,
+}
+
+/// Placeholder id in rejections of events that carry none.
+pub const MISSING_ID: &str = "<missing>";
+
+/// The string form of a scalar field (Signals sends ids as strings or numbers).
+fn text(event: &Value, field: &str) -> Option<String> {
+    match event.get(field)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The event id, if the event has one.
+pub fn event_id(event: &Value) -> Option<String> {
+    text(event, "id")
+}
+
+/// The event's date, if it parses.
+pub fn event_date(event: &Value) -> Option<Timestamp> {
+    event.get("date")?.as_str().and_then(parse_event_date)
+}
+
+/// RFC 3339 with an offset, or a civil date-time taken as UTC (the events list sends
+/// `YYYY-MM-DDTHH:MM:SS`, UTC).
+pub fn parse_event_date(text: &str) -> Option<Timestamp> {
+    let text = text.trim();
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Some(t);
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+/// X's `conversion_time` format: `yyyy-MM-ddTHH:mm:ss.SSSZ`, always UTC.
+pub fn format_conversion_time(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn event_type(name: &str) -> Option<SignalsEventType> {
+    serde_json::from_value(Value::String(name.to_string())).ok()
+}
+
+/// Map one event for the X event tag `event_id`.
+pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mapped {
+    let Some(id) = event_id(event) else {
+        return Mapped::Reject {
+            id: MISSING_ID.into(),
+            at: event_date(event),
+            reason: "event has no id".into(),
+        };
+    };
+    let reject = |reason: String| Mapped::Reject {
+        id: id.clone(),
+        at: event_date(event),
+        reason,
+    };
+    if !filter.ad_ids.is_empty()
+        && !text(event, "ad_id").is_some_and(|ad| filter.ad_ids.contains(&ad))
+    {
+        return Mapped::Skip;
+    }
+    let type_name = text(event, "type").unwrap_or_default();
+    let Some(kind) = event_type(&type_name) else {
+        return reject(format!("unknown event type {type_name:?}"));
+    };
+    if !filter.types.contains(&kind) {
+        return Mapped::Skip;
+    }
+    let Some(at) = event_date(event) else {
+        return reject("date is missing or not a valid date-time".into());
+    };
+    let mut identifiers = Vec::new();
+    if let Some(phone) = text(event, "phone") {
+        match hash_phone(&phone) {
+            Ok(hash) => identifiers.push(Identifier::HashedPhoneNumber(hash)),
+            Err(e) => return reject(e.to_string()),
+        }
+    }
+    if let Some(email) = text(event, "email") {
+        match hash_email(&email) {
+            Ok(hash) => identifiers.push(Identifier::HashedEmail(hash)),
+            Err(e) => return reject(e.to_string()),
+        }
+    }
+    if identifiers.is_empty() {
+        return reject("event has no phone number or email".into());
+    }
+    let description = text(event, "type_value").map(|value| format!("{type_name}:{value}"));
+    Mapped::Convert {
+        conversion: Conversion {
+            conversion_time: format_conversion_time(at),
+            event_id: x_event_id.to_string(),
+            identifiers,
+            conversion_id: id.clone(),
+            description,
+        },
+        id,
+        at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn converted_only() -> EventFilter {
+        EventFilter {
+            types: [SignalsEventType::Converted].into(),
+            ad_ids: HashSet::new(),
+        }
+    }
+
+    fn event() -> Value {
+        json!({
+            "id": "ev-1", "app_id": "app", "ad_id": "120210000000000001", "campaign_id": "c1",
+            "phone": "11234567890", "type": "converted", "type_id": "kw-1",
+            "type_value": "ORDER CONFIRMED", "date": "2026-11-02T10:15:30", "extra": {"x": 1}
+        })
+    }
+
+    fn convert(mapped: Mapped) -> (String, Timestamp, Conversion) {
+        match mapped {
+            Mapped::Convert { id, at, conversion } => (id, at, conversion),
+            other => panic!("expected a conversion, got {other:?}"),
+        }
+    }
+
+    fn reason(mapped: Mapped) -> String {
+        match mapped {
+            Mapped::Reject { reason, .. } => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn maps_every_field() {
+        let (id, at, c) = convert(map_event(&event(), &converted_only(), "o87ne"));
+        assert_eq!(id, "ev-1");
+        assert_eq!(at, "2026-11-02T10:15:30Z".parse::<Timestamp>().unwrap());
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({
+                "conversion_time": "2026-11-02T10:15:30.000Z",
+                "event_id": "o87ne",
+                "identifiers": [{"hashed_phone_number": "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231"}],
+                "conversion_id": "ev-1",
+                "description": "converted:ORDER CONFIRMED"
+            })
+        );
+    }
+
+    #[test]
+    fn numeric_ids_and_no_type_value() {
+        let mut e = event();
+        e["id"] = json!(42);
+        e["type_value"] = Value::Null;
+        let (id, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
+        assert_eq!(id, "42");
+        assert_eq!(c.conversion_id, "42");
+        assert_eq!(c.description, None);
+    }
+
+    #[test]
+    fn email_is_normalised_and_hashed_next_to_the_phone() {
+        let mut e = event();
+        e["email"] = json!("  Test@Twitter.com ");
+        let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
+        assert_eq!(
+            c.identifiers[1],
+            Identifier::HashedEmail(
+                "d360d510a224510f373931ce2d6215a799f5a9c1cef221b0149b6b6b50cced62".into()
+            )
+        );
+    }
+
+    #[test]
+    fn prehashed_phone_is_kept() {
+        let mut e = event();
+        let hash = "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231";
+        e["phone"] = json!(hash);
+        let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
+        assert_eq!(
+            c.identifiers,
+            vec![Identifier::HashedPhoneNumber(hash.into())]
+        );
+    }
+
+    #[test]
+    fn time_without_offset_is_utc_and_offsets_are_converted() {
+        let cases = [
+            ("2026-11-02T10:15:30", "2026-11-02T10:15:30.000Z"),
+            ("2026-11-02 10:15:30", "2026-11-02T10:15:30.000Z"),
+            ("2026-11-02T10:15:30.5", "2026-11-02T10:15:30.500Z"),
+            ("2026-11-02T10:15:30.123456", "2026-11-02T10:15:30.123Z"),
+            ("2026-11-02T10:15:30Z", "2026-11-02T10:15:30.000Z"),
+            ("2026-11-02T12:15:30+02:00", "2026-11-02T10:15:30.000Z"),
+            ("2026-11-02T00:15:30-05:30", "2026-11-02T05:45:30.000Z"),
+            ("2026-12-31T23:59:59.999-01:00", "2027-01-01T00:59:59.999Z"),
+        ];
+        for (input, want) in cases {
+            let at = parse_event_date(input).unwrap_or_else(|| panic!("{input} must parse"));
+            assert_eq!(format_conversion_time(at), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn rejected_inputs_say_why() {
+        let f = converted_only();
+        let with = |field: &str, value: Value| {
+            let mut e = event();
+            e[field] = value;
+            reason(map_event(&e, &f, "o87ne"))
+        };
+        assert_eq!(with("id", Value::Null), "event has no id");
+        assert_eq!(
+            with("type", json!("teleport")),
+            "unknown event type \"teleport\""
+        );
+        assert_eq!(with("type", Value::Null), "unknown event type \"\"");
+        assert_eq!(
+            with("date", json!("yesterday")),
+            "date is missing or not a valid date-time"
+        );
+        assert_eq!(
+            with("date", json!("2026-13-01T00:00:00")),
+            "date is missing or not a valid date-time"
+        );
+        assert_eq!(
+            with("phone", json!("123")),
+            "phone number has 3 digits, at least 8 required"
+        );
+        assert_eq!(
+            with("phone", json!("0123456789")),
+            "phone number does not start with a valid country calling code"
+        );
+        assert_eq!(
+            with("phone", json!("+1 (555) abc-0100")),
+            "phone number contains characters other than digits, spaces, dashes, dots, parentheses and a leading +"
+        );
+        assert_eq!(
+            with("phone", Value::Null),
+            "event has no phone number or email"
+        );
+        assert_eq!(
+            with("email", json!("not-an-email")),
+            "email address is not valid"
+        );
+    }
+
+    #[test]
+    fn rejections_never_echo_the_phone_number() {
+        let mut e = event();
+        e["phone"] = json!("99999");
+        let r = reason(map_event(&e, &converted_only(), "o87ne"));
+        assert!(!r.contains("99999"), "{r}");
+    }
+
+    #[test]
+    fn other_types_and_ads_are_skipped() {
+        let mut e = event();
+        e["type"] = json!("keyword");
+        assert_eq!(map_event(&e, &converted_only(), "o87ne"), Mapped::Skip);
+        let only_other_ad = EventFilter {
+            types: [SignalsEventType::Converted].into(),
+            ad_ids: ["999".to_string()].into(),
+        };
+        assert_eq!(map_event(&event(), &only_other_ad, "o87ne"), Mapped::Skip);
+        let this_ad = EventFilter {
+            types: [SignalsEventType::Converted, SignalsEventType::Keyword].into(),
+            ad_ids: ["120210000000000001".to_string()].into(),
+        };
+        assert!(matches!(
+            map_event(&e, &this_ad, "o87ne"),
+            Mapped::Convert { .. }
+        ));
+    }
+}

@@ -1,0 +1,388 @@
+//! One worker per bridge: started, restarted on a new configuration, held while suspended,
+//! waiting or stalled, and stopped when the bridge goes away. Each bridge also has a status
+//! writer that turns its shared state into `status` at a bounded rate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::state::{BridgeState, Phase, Progress, SideHealth, Snapshot};
+use super::worker::{self, WorkerConfig};
+use crate::api::{ConversionBridge, ConversionBridgeStatus};
+use crate::metrics::Metrics;
+use crate::reconcile::conditions::{READY, find};
+use crate::upstream::secret::SecretString;
+
+/// Events a postback queue holds before the receiver answers 503.
+pub const POSTBACK_QUEUE: usize = 10_000;
+/// At most one `EventRejected` Kubernetes Event per bridge in this period.
+const REJECTION_EVENT_PERIOD: Duration = Duration::from_secs(60);
+
+/// What the controller decided for a bridge.
+pub enum Desired {
+    /// Run a worker with this configuration; `fingerprint` tells configurations apart.
+    Run {
+        fingerprint: u64,
+        config: Box<WorkerConfig>,
+    },
+    /// No worker, for this reason.
+    Hold(Phase),
+}
+
+/// Where the postback receiver hands events for one bridge.
+#[derive(Clone)]
+pub struct Inlet {
+    pub token: SecretString,
+    /// None while the bridge is not forwarding (the receiver answers 503).
+    pub queue: Option<mpsc::Sender<Value>>,
+}
+
+struct Running {
+    fingerprint: u64,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+struct Entry {
+    uid: String,
+    state: Arc<BridgeState>,
+    worker: Option<Running>,
+    token: Option<SecretString>,
+    queue: Option<mpsc::Sender<Value>>,
+    writer: CancellationToken,
+}
+
+impl Entry {
+    fn stop_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.cancel.cancel();
+        }
+        self.queue = None;
+    }
+}
+
+/// The bridges of this process.
+pub struct Supervisor {
+    kube: kube::Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    status_interval: Duration,
+    entries: Mutex<HashMap<(String, String), Entry>>,
+}
+
+impl Supervisor {
+    pub fn new(
+        kube: kube::Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        status_interval: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Supervisor {
+            kube,
+            recorder,
+            metrics,
+            status_interval,
+            entries: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make `bridge` match `desired`. `token` is its postback token, when postbacks are on.
+    pub fn ensure(
+        self: &Arc<Self>,
+        bridge: &ConversionBridge,
+        desired: Desired,
+        token: Option<SecretString>,
+    ) {
+        let key = (bridge.namespace().unwrap_or_default(), bridge.name_any());
+        let uid = bridge.uid().unwrap_or_default();
+        let mut entries = self.lock();
+        if entries.get(&key).is_some_and(|e| e.uid != uid) {
+            // Deleted and created again under the same name: a new bridge.
+            if let Some(mut old) = entries.remove(&key) {
+                old.stop_worker();
+                old.writer.cancel();
+            }
+        }
+        let entry = entries
+            .entry(key.clone())
+            .or_insert_with(|| self.new_entry(bridge, &key, uid));
+        let postback_path = bridge
+            .spec
+            .source
+            .postbacks
+            .enabled
+            .then(|| format!("/postbacks/{}/{}/", key.0, key.1));
+        entry.token = token;
+        entry.state.update(|s| {
+            s.generation = bridge.meta().generation;
+            s.postback_path = postback_path;
+        });
+        match desired {
+            Desired::Hold(phase) => {
+                entry.stop_worker();
+                entry.state.update(|s| s.phase = phase);
+            }
+            Desired::Run {
+                fingerprint,
+                config,
+            } => {
+                // The same configuration: keep the worker, and keep a stalled bridge stalled
+                // until something changes.
+                if entry
+                    .worker
+                    .as_ref()
+                    .is_some_and(|w| w.fingerprint == fingerprint)
+                {
+                    return;
+                }
+                entry.stop_worker();
+                entry.state.update(|s| {
+                    s.phase = Phase::Running;
+                    s.source = SideHealth::Unknown;
+                    s.destination = SideHealth::Unknown;
+                });
+                let (tx, rx) = mpsc::channel(POSTBACK_QUEUE);
+                let cancel = CancellationToken::new();
+                let handle = tokio::spawn(worker::run(
+                    *config,
+                    entry.state.clone(),
+                    self.metrics.clone(),
+                    rx,
+                    cancel.clone(),
+                ));
+                entry.queue = Some(tx);
+                entry.worker = Some(Running {
+                    fingerprint,
+                    cancel,
+                    handle,
+                });
+            }
+        }
+    }
+
+    fn new_entry(
+        self: &Arc<Self>,
+        bridge: &ConversionBridge,
+        key: &(String, String),
+        uid: String,
+    ) -> Entry {
+        let start = bridge
+            .spec
+            .source
+            .signals
+            .start_time
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| bridge.meta().creation_timestamp.as_ref().map(|t| t.0))
+            .unwrap_or_else(Timestamp::now);
+        let state = Arc::new(BridgeState::new(Snapshot {
+            generation: bridge.meta().generation,
+            phase: Phase::Running,
+            source: SideHealth::Unknown,
+            destination: SideHealth::Unknown,
+            postback_path: None,
+            progress: Progress::resume(bridge.status.as_ref(), start),
+        }));
+        let writer = CancellationToken::new();
+        tokio::spawn(self.clone().write_status(
+            key.clone(),
+            bridge.object_ref(&()),
+            bridge.status.clone(),
+            state.clone(),
+            writer.clone(),
+        ));
+        Entry {
+            uid,
+            state,
+            worker: None,
+            token: None,
+            queue: None,
+            writer,
+        }
+    }
+
+    /// Stop everything of a bridge that no longer exists.
+    pub fn remove(&self, namespace: &str, name: &str) {
+        if let Some(mut entry) = self
+            .lock()
+            .remove(&(namespace.to_string(), name.to_string()))
+        {
+            entry.stop_worker();
+            entry.writer.cancel();
+            self.metrics.forget_bridge(namespace, name);
+        }
+    }
+
+    /// Bridges this process runs, as (namespace, name).
+    pub fn bridges(&self) -> Vec<(String, String)> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The postback inlet of a bridge, when it takes postbacks.
+    pub fn inlet(&self, namespace: &str, name: &str) -> Option<Inlet> {
+        let entries = self.lock();
+        let entry = entries.get(&(namespace.to_string(), name.to_string()))?;
+        let token = entry.token.clone()?;
+        let queue = entry.queue.clone().filter(|_| {
+            entry
+                .worker
+                .as_ref()
+                .is_some_and(|w| !w.handle.is_finished())
+        });
+        Some(Inlet { token, queue })
+    }
+
+    /// Stop every worker and wait for them (shutdown).
+    pub async fn shutdown(&self) {
+        let handles: Vec<JoinHandle<()>> = {
+            let mut entries = self.lock();
+            entries
+                .values_mut()
+                .filter_map(|e| {
+                    let w = e.worker.take()?;
+                    w.cancel.cancel();
+                    Some(w.handle)
+                })
+                .collect()
+        };
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+
+    /// Writes `status` when the state changed, at most once per `status_interval`.
+    async fn write_status(
+        self: Arc<Self>,
+        key: (String, String),
+        reference: ObjectReference,
+        mut written: Option<ConversionBridgeStatus>,
+        state: Arc<BridgeState>,
+        stop: CancellationToken,
+    ) {
+        let api: Api<ConversionBridge> = Api::namespaced(self.kube.clone(), &key.0);
+        let mut last_rejected = state.snapshot().progress.rejected;
+        let mut last_rejection_event: Option<tokio::time::Instant> = None;
+        loop {
+            let snapshot = state.snapshot();
+            let status = snapshot.render(written.as_ref(), Timestamp::now());
+            self.metrics.set_bridge_lag(
+                &key.0,
+                &key.1,
+                status.lag_seconds.unwrap_or_default() as f64,
+            );
+            if !same_ignoring_lag(written.as_ref(), &status) {
+                let mut body = serde_json::to_value(&status).unwrap_or_default();
+                if status.postback_path.is_none() {
+                    body["postbackPath"] = Value::Null;
+                }
+                let patch = Patch::Merge(json!({ "status": body }));
+                match api
+                    .patch_status(&key.1, &PatchParams::default(), &patch)
+                    .await
+                {
+                    Ok(_) => {
+                        self.announce(&reference, written.as_ref(), &status).await;
+                        written = Some(status);
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        self.remove(&key.0, &key.1);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(bridge = %key.1, namespace = %key.0, error = %e, "writing bridge status failed")
+                    }
+                }
+            }
+            let rejected = snapshot.progress.rejected;
+            if rejected > last_rejected
+                && last_rejection_event.is_none_or(|t| t.elapsed() >= REJECTION_EVENT_PERIOD)
+            {
+                let latest = snapshot.progress.recent_rejections.front();
+                let note = format!(
+                    "{} event(s) rejected; latest {}: {}",
+                    rejected - last_rejected,
+                    latest.map_or("", |r| r.event_id.as_str()),
+                    latest.map_or("", |r| r.reason.as_str()),
+                );
+                self.event(&reference, EventType::Warning, "EventRejected", &note)
+                    .await;
+                last_rejected = rejected;
+                last_rejection_event = Some(tokio::time::Instant::now());
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.status_interval) => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = state.changed() => {}
+                // Refresh lag now and then even when nothing happens.
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        }
+    }
+
+    /// An Event when Ready flips.
+    async fn announce(
+        &self,
+        reference: &ObjectReference,
+        before: Option<&ConversionBridgeStatus>,
+        after: &ConversionBridgeStatus,
+    ) {
+        let ready = |s: Option<&ConversionBridgeStatus>| {
+            s.and_then(|s| find(&s.common.conditions, READY))
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        let (old, new) = (ready(before), ready(after.into()));
+        if old == new {
+            return;
+        }
+        if let Some((status, reason)) = new {
+            let message = find(&after.common.conditions, READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            let type_ = if status == "True" || reason == "Suspended" || reason == "Creating" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            self.event(reference, type_, &reason, &message).await;
+        }
+    }
+
+    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: &str) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Forward".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+}
+
+/// Lag moves every second; writing it alone would churn the object.
+fn same_ignoring_lag(old: Option<&ConversionBridgeStatus>, new: &ConversionBridgeStatus) -> bool {
+    old.is_some_and(|old| {
+        let mut old = old.clone();
+        old.lag_seconds = new.lag_seconds;
+        old == *new
+    })
+}

@@ -1,0 +1,373 @@
+//! One running bridge: a poller task feeding the forwarder, which de-duplicates, maps,
+//! batches and delivers, and moves the checkpoint once what lies behind it is settled.
+//!
+//! The forwarder is a single loop, so ordering gives the guarantees: a marker that follows an
+//! event in the channel is applied only after the batch holding that event was delivered or
+//! refused by X. Delivery is awaited inline; while it waits, the bounded channels fill up and
+//! push back on the poller and on the postback receiver (503).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{Timestamp, ToSpan};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::dedupe::{Offer, Origin, SeenSet};
+use super::delivery::{Delivery, RetryPolicy, SendError, Sink, deliver};
+use super::mapping::{EventFilter, Mapped, map_event};
+use super::source::{Item, PollError, PollSpec, poll_window, window};
+use super::state::{BridgeState, SideHealth};
+use crate::metrics::Metrics;
+use crate::reconcile::conditions::Reason;
+use crate::upstream::error::ErrorClass;
+use crate::upstream::signals::SignalsClient;
+use crate::upstream::x_ads::{Conversion, XAdsClient};
+
+/// Capacity of the poller → forwarder channel (events, not pages).
+const POLL_CHANNEL: usize = 2_000;
+/// Longest pause between attempts after a failed poll.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Everything a worker needs, resolved from the spec and the objects it references.
+pub struct WorkerConfig {
+    pub namespace: String,
+    pub name: String,
+    pub signals: SignalsClient,
+    pub x: XAdsClient,
+    pub pixel_id: String,
+    pub event_id: String,
+    pub filter: EventFilter,
+    pub poll: PollSpec,
+    pub poll_interval: Duration,
+    pub max_batch: usize,
+    pub flush_interval: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// The X Conversion API as a [`Sink`].
+struct XSink<'a> {
+    client: &'a XAdsClient,
+    pixel: &'a str,
+}
+
+impl Sink for XSink<'_> {
+    async fn send(&mut self, batch: &[Conversion]) -> Result<(), SendError> {
+        self.client
+            .send_conversions(self.pixel, batch)
+            .await
+            .map(|_| ())
+            .map_err(SendError::from)
+    }
+}
+
+/// Runs until `cancel` fires or a configuration error stalls the bridge.
+pub async fn run(
+    config: WorkerConfig,
+    state: Arc<BridgeState>,
+    metrics: Arc<Metrics>,
+    postbacks: mpsc::Receiver<Value>,
+    cancel: CancellationToken,
+) {
+    let config = Arc::new(config);
+    let (tx, rx) = mpsc::channel(POLL_CHANNEL);
+    // The poller stops with the worker, whichever ends first.
+    let stop = cancel.child_token();
+    let poller = tokio::spawn(poll_loop(config.clone(), state.clone(), tx, stop.clone()));
+    Forwarder {
+        config: &config,
+        state: &state,
+        metrics: &metrics,
+        seen: SeenSet::new(),
+        batch: Vec::new(),
+        marker: None,
+        deadline: None,
+    }
+    .run(rx, postbacks, &stop)
+    .await;
+    stop.cancel();
+    let _ = poller.await;
+}
+
+async fn poll_loop(
+    config: Arc<WorkerConfig>,
+    state: Arc<BridgeState>,
+    tx: mpsc::Sender<Item>,
+    cancel: CancellationToken,
+) {
+    let mut failures = 0u32;
+    loop {
+        let (from, to) = window(&config.poll, state.checkpoint(), Timestamp::now());
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = poll_window(&config.signals, &config.poll, from, to, &tx) => r,
+        };
+        let pause = match result {
+            Ok(_) => {
+                failures = 0;
+                state.update(|s| {
+                    s.source = SideHealth::Healthy;
+                    s.progress.last_poll = Some(Timestamp::now());
+                });
+                config.poll_interval
+            }
+            Err(PollError::Closed) => return,
+            Err(PollError::Upstream(e)) => {
+                let message = e.to_string();
+                tracing::warn!(bridge = %config.name, namespace = %config.namespace, error = %message, "reading Signals events failed");
+                match e.class() {
+                    ErrorClass::Terminal => {
+                        let reason = if e.is_unauthorized() {
+                            Reason::InvalidCredentials
+                        } else {
+                            Reason::UpstreamRejected
+                        };
+                        state.update(|s| s.source = SideHealth::Stalled { reason, message });
+                        // Nothing will change until the user fixes the spec or the Secret.
+                        cancel.cancel();
+                        return;
+                    }
+                    class => {
+                        let reason = match class {
+                            ErrorClass::RateLimited { .. } => Reason::RateLimited,
+                            _ => Reason::UpstreamUnavailable,
+                        };
+                        state.update(|s| s.source = SideHealth::Retrying { reason, message });
+                        failures = failures.saturating_add(1);
+                        let asked = match class {
+                            ErrorClass::RateLimited { retry_at: Some(at) } => {
+                                at.duration_since(std::time::SystemTime::now()).ok()
+                            }
+                            _ => None,
+                        };
+                        asked.unwrap_or_else(|| {
+                            Duration::from_secs(1 << failures.min(6)).min(MAX_POLL_BACKOFF)
+                        })
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+struct Pending {
+    id: String,
+    conversion: Conversion,
+}
+
+struct Forwarder<'a> {
+    config: &'a WorkerConfig,
+    state: &'a BridgeState,
+    metrics: &'a Metrics,
+    seen: SeenSet,
+    batch: Vec<Pending>,
+    /// The newest marker received while `batch` was not empty.
+    marker: Option<Timestamp>,
+    /// When the partial batch must go out.
+    deadline: Option<Instant>,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Forwarder<'_> {
+    async fn run(
+        mut self,
+        mut polled: mpsc::Receiver<Item>,
+        mut postbacks: mpsc::Receiver<Value>,
+        cancel: &CancellationToken,
+    ) {
+        let mut postbacks_open = true;
+        loop {
+            let deadline = self.deadline;
+            let flow = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                event = postbacks.recv(), if postbacks_open => match event {
+                    Some(event) => self.take(event, Origin::Postback),
+                    None => {
+                        postbacks_open = false;
+                        Flow::Continue
+                    }
+                },
+                item = polled.recv() => match item {
+                    Some(Item::Event(event, origin)) => self.take(event, origin),
+                    Some(Item::Marker(at)) => {
+                        if self.batch.is_empty() {
+                            self.advance(at);
+                        } else {
+                            self.marker = Some(at);
+                        }
+                        Flow::Continue
+                    }
+                    None => return,
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => self.flush(cancel).await,
+            };
+            let flow = match flow {
+                Flow::Continue if self.batch.len() >= self.config.max_batch => {
+                    self.flush(cancel).await
+                }
+                other => other,
+            };
+            if let Flow::Stop = flow {
+                return;
+            }
+        }
+    }
+
+    fn count(&self, outcome: &str, n: u64) {
+        self.metrics
+            .bridge_events(&self.config.namespace, &self.config.name, outcome, n);
+    }
+
+    /// One event from either source.
+    fn take(&mut self, event: Value, origin: Origin) -> Flow {
+        let mapped = map_event(&event, &self.config.filter, &self.config.event_id);
+        let (id, at) = match &mapped {
+            Mapped::Skip => return Flow::Continue,
+            Mapped::Convert { id, at, .. } => (id.clone(), *at),
+            Mapped::Reject { id, at, .. } => {
+                // Undated and id-less events are keyed by content so a re-read is recognised.
+                let key = match id.as_str() {
+                    super::mapping::MISSING_ID => {
+                        format!("raw:{}", super::identity::sha256_hex(&event.to_string()))
+                    }
+                    _ => id.clone(),
+                };
+                (key, at.unwrap_or_else(|| self.state.checkpoint()))
+            }
+        };
+        match self.seen.offer(&id, at, origin) {
+            Offer::Reread => return Flow::Continue,
+            Offer::Duplicate => {
+                self.state.update(|s| s.progress.duplicate += 1);
+                self.count("duplicate", 1);
+                return Flow::Continue;
+            }
+            Offer::New => {}
+        }
+        self.count("received", 1);
+        match mapped {
+            Mapped::Convert { id, conversion, .. } => {
+                self.state.update(|s| s.progress.received += 1);
+                if self.batch.is_empty() {
+                    self.deadline = Some(Instant::now() + self.config.flush_interval);
+                }
+                self.batch.push(Pending { id, conversion });
+            }
+            Mapped::Reject { id, reason, .. } => {
+                tracing::debug!(bridge = %self.config.name, event = %id, %reason, "event rejected");
+                self.count("rejected", 1);
+                self.state.update(|s| {
+                    s.progress.received += 1;
+                    s.progress.reject(&id, &reason, Timestamp::now());
+                });
+            }
+            Mapped::Skip => {}
+        }
+        Flow::Continue
+    }
+
+    /// Every event before `at` is settled.
+    fn advance(&mut self, at: Timestamp) {
+        let lookback = i64::try_from(self.config.poll.lookback.as_secs()).unwrap_or(i64::MAX);
+        let checkpoint = self.state.update(|s| {
+            if at > s.progress.checkpoint {
+                s.progress.checkpoint = at;
+            }
+            s.progress.checkpoint
+        });
+        if let Ok(cutoff) = checkpoint.checked_sub(lookback.seconds()) {
+            self.seen.evict_before(cutoff);
+        }
+        let lag = (Timestamp::now() - checkpoint).get_seconds().max(0);
+        self.metrics
+            .set_bridge_lag(&self.config.namespace, &self.config.name, lag as f64);
+    }
+
+    /// Deliver the batch. Stops the worker on a configuration error or cancellation.
+    async fn flush(&mut self, cancel: &CancellationToken) -> Flow {
+        self.deadline = None;
+        let batch = std::mem::take(&mut self.batch);
+        let conversions: Vec<Conversion> = batch.iter().map(|p| p.conversion.clone()).collect();
+        let mut sink = XSink {
+            client: &self.config.x,
+            pixel: &self.config.pixel_id,
+        };
+        let (ns, name) = (&self.config.namespace, &self.config.name);
+        let d: Delivery = deliver(&mut sink, &conversions, self.config.retry, cancel, |message| {
+            self.metrics.bridge_batch(ns, name, "failed");
+            tracing::warn!(bridge = %name, namespace = %ns, error = %message, "sending conversions failed; retrying");
+            let reason = if message.contains("HTTP 429") {
+                Reason::RateLimited
+            } else {
+                Reason::UpstreamUnavailable
+            };
+            self.state.update(|s| {
+                s.destination = SideHealth::Retrying {
+                    reason,
+                    message: message.to_string(),
+                }
+            });
+        })
+        .await;
+        for _ in 0..d.requests_accepted {
+            self.metrics.bridge_batch(ns, name, "sent");
+        }
+        for _ in 0..d.requests_rejected {
+            self.metrics.bridge_batch(ns, name, "rejected");
+        }
+        self.count("forwarded", d.forwarded as u64);
+        self.count("rejected", d.rejected.len() as u64);
+        let now = Timestamp::now();
+        self.state.update(|s| {
+            s.progress.forwarded += d.forwarded as i64;
+            s.progress.batches_sent += d.requests_accepted as i64;
+            if d.forwarded > 0 {
+                s.progress.last_forward = Some(now);
+            }
+            for (index, message) in &d.rejected {
+                s.progress.reject(&batch[*index].id, message, now);
+            }
+            match &d.stalled {
+                Some(message) => {
+                    let reason = if message.contains("HTTP 401") || message.contains("HTTP 403") {
+                        Reason::InvalidCredentials
+                    } else {
+                        Reason::UpstreamRejected
+                    };
+                    s.destination = SideHealth::Stalled {
+                        reason,
+                        message: message.clone(),
+                    };
+                }
+                None if !d.cancelled => s.destination = SideHealth::Healthy,
+                None => {}
+            }
+        });
+        if !d.settled() {
+            // The checkpoint stays behind this batch: the next worker re-reads it.
+            return Flow::Stop;
+        }
+        if let Some(at) = self.marker.take() {
+            self.advance(at);
+        }
+        Flow::Continue
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
