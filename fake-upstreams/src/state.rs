@@ -69,6 +69,8 @@ pub struct RequestRecord {
 /// One conversion the fake X accepted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReceivedConversion {
+    /// Which accepted request brought it (0, 1, 2, ... in order of arrival).
+    pub batch: u64,
     pub pixel_id: String,
     pub conversion: Value,
     #[serde(with = "system_time_secs")]
@@ -120,6 +122,8 @@ pub(crate) struct Inner {
     pub x_accounts: BTreeMap<String, String>,
     pub tags: BTreeMap<String, Vec<Tag>>,
     pub conversions: Vec<ReceivedConversion>,
+    /// Requests to the Conversion API accepted so far.
+    pub conversion_batches: u64,
     pub requests: Vec<RequestRecord>,
     pub faults: Vec<FaultRule>,
     pub x_limits: XRateLimits,

@@ -549,9 +549,12 @@ async fn send_conversions(
         }
     }
     let at = SystemTime::now();
+    let batch = inner.conversion_batches;
+    inner.conversion_batches += 1;
     inner
         .conversions
         .extend(conversions.iter().map(|c| ReceivedConversion {
+            batch,
             pixel_id: pixel.clone(),
             conversion: c.clone(),
             at,

@@ -250,7 +250,7 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
     );
     let x_client = XAdsClient::new(ctx.x.transport.clone(), &ctx.x.x_ads_url, credentials)
         .map_err(Failure::from)?
-        .with_budget(budget);
+        .with_budget(budget.clone());
 
     let single = |values: Vec<String>| (values.len() == 1).then(|| values[0].clone());
     let type_names: Vec<String> = signals
@@ -269,6 +269,7 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
         name: bridge.name_any(),
         signals: signals_client,
         x: x_client,
+        budget,
         pixel_id: x.pixel_id.clone(),
         event_id: event_id.clone(),
         filter: EventFilter {

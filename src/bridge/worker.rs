@@ -22,6 +22,7 @@ use super::source::{Item, PollError, PollSpec, poll_window, window};
 use super::state::{BridgeState, SideHealth};
 use crate::metrics::Metrics;
 use crate::reconcile::conditions::Reason;
+use crate::upstream::budget::RateBudget;
 use crate::upstream::error::ErrorClass;
 use crate::upstream::signals::SignalsClient;
 use crate::upstream::x_ads::{Conversion, XAdsClient};
@@ -37,6 +38,8 @@ pub struct WorkerConfig {
     pub name: String,
     pub signals: SignalsClient,
     pub x: XAdsClient,
+    /// The X account's conversions budget (the same one `x` spends from).
+    pub budget: Arc<RateBudget>,
     pub pixel_id: String,
     pub event_id: String,
     pub filter: EventFilter,
@@ -294,17 +297,15 @@ impl Forwarder<'_> {
             .set_bridge_lag(&self.config.namespace, &self.config.name, lag as f64);
     }
 
-    /// Deliver the batch. Stops the worker on a configuration error or cancellation.
-    async fn flush(&mut self, cancel: &CancellationToken) -> Flow {
-        self.deadline = None;
-        let batch = std::mem::take(&mut self.batch);
-        let conversions: Vec<Conversion> = batch.iter().map(|p| p.conversion.clone()).collect();
-        let mut sink = XSink {
-            client: &self.config.x,
-            pixel: &self.config.pixel_id,
-        };
+    /// One request's worth, with the retries reported in metrics, logs and status.
+    async fn deliver(
+        &self,
+        sink: &mut XSink<'_>,
+        conversions: &[Conversion],
+        cancel: &CancellationToken,
+    ) -> Delivery {
         let (ns, name) = (&self.config.namespace, &self.config.name);
-        let d: Delivery = deliver(&mut sink, &conversions, self.config.retry, cancel, |message| {
+        deliver(sink, conversions, self.config.retry, cancel, |message| {
             self.metrics.bridge_batch(ns, name, "failed");
             tracing::warn!(bridge = %name, namespace = %ns, error = %message, "sending conversions failed; retrying");
             let reason = if message.contains("HTTP 429") {
@@ -319,7 +320,33 @@ impl Forwarder<'_> {
                 }
             });
         })
-        .await;
+        .await
+    }
+
+    /// Deliver the batch. Stops the worker on a configuration error or cancellation.
+    async fn flush(&mut self, cancel: &CancellationToken) -> Flow {
+        self.deadline = None;
+        let batch = std::mem::take(&mut self.batch);
+        let conversions: Vec<Conversion> = batch.iter().map(|p| p.conversion.clone()).collect();
+        let mut sink = XSink {
+            client: &self.config.x,
+            pixel: &self.config.pixel_id,
+        };
+        let (ns, name) = (&self.config.namespace, &self.config.name);
+        let mut d = Delivery::default();
+        let mut start = 0;
+        while start < conversions.len() && d.settled() {
+            // When X's window has less room than the batch, send what fits now rather than
+            // wait for the whole window to reset.
+            let rest = conversions.len() - start;
+            let n = match self.config.budget.upstream_room() {
+                Some(room) if room > 0 && (room as usize) < rest => room as usize,
+                _ => rest,
+            };
+            let part = self.deliver(&mut sink, &conversions[start..start + n], cancel).await;
+            d.absorb(part, start);
+            start += n;
+        }
         for _ in 0..d.requests_accepted {
             self.metrics.bridge_batch(ns, name, "sent");
         }

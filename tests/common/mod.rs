@@ -14,6 +14,8 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+pub mod events;
+
 pub struct Env {
     pub fake: FakeUpstreams,
     pub ns: TestNamespace,
