@@ -83,18 +83,6 @@ impl Delivery {
     pub fn settled(&self) -> bool {
         self.stalled.is_none() && !self.cancelled
     }
-
-    /// Add the delivery of a part that started at `offset` in the batch.
-    pub fn absorb(&mut self, part: Delivery, offset: usize) {
-        self.forwarded += part.forwarded;
-        self.rejected
-            .extend(part.rejected.into_iter().map(|(i, m)| (i + offset, m)));
-        self.requests_accepted += part.requests_accepted;
-        self.requests_rejected += part.requests_rejected;
-        self.requests_failed += part.requests_failed;
-        self.stalled = self.stalled.take().or(part.stalled);
-        self.cancelled |= part.cancelled;
-    }
 }
 
 /// Retry delays: jittered exponential from `base` to `max`, or what X asked for.

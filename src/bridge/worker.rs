@@ -332,10 +332,8 @@ impl Forwarder<'_> {
             client: &self.config.x,
             pixel: &self.config.pixel_id,
         };
-        let (ns, name) = (&self.config.namespace, &self.config.name);
-        let mut d = Delivery::default();
         let mut start = 0;
-        while start < conversions.len() && d.settled() {
+        while start < conversions.len() {
             // When X's window has less room than the batch, send what fits now rather than
             // wait for the whole window to reset.
             let rest = conversions.len() - start;
@@ -343,10 +341,25 @@ impl Forwarder<'_> {
                 Some(room) if room > 0 && (room as usize) < rest => room as usize,
                 _ => rest,
             };
-            let part = self.deliver(&mut sink, &conversions[start..start + n], cancel).await;
-            d.absorb(part, start);
+            let part = self
+                .deliver(&mut sink, &conversions[start..start + n], cancel)
+                .await;
+            self.record(&part, &batch[start..start + n]);
+            if !part.settled() {
+                // The checkpoint stays behind this batch: the next worker re-reads it.
+                return Flow::Stop;
+            }
             start += n;
         }
+        if let Some(at) = self.marker.take() {
+            self.advance(at);
+        }
+        Flow::Continue
+    }
+
+    /// Counters, rejections and destination health after delivering `sent`.
+    fn record(&self, d: &Delivery, sent: &[Pending]) {
+        let (ns, name) = (&self.config.namespace, &self.config.name);
         for _ in 0..d.requests_accepted {
             self.metrics.bridge_batch(ns, name, "sent");
         }
@@ -363,7 +376,7 @@ impl Forwarder<'_> {
                 s.progress.last_forward = Some(now);
             }
             for (index, message) in &d.rejected {
-                s.progress.reject(&batch[*index].id, message, now);
+                s.progress.reject(&sent[*index].id, message, now);
             }
             match &d.stalled {
                 Some(message) => {
@@ -381,14 +394,6 @@ impl Forwarder<'_> {
                 None => {}
             }
         });
-        if !d.settled() {
-            // The checkpoint stays behind this batch: the next worker re-reads it.
-            return Flow::Stop;
-        }
-        if let Some(at) = self.marker.take() {
-            self.advance(at);
-        }
-        Flow::Continue
     }
 }
 

@@ -90,11 +90,18 @@ pub fn expected_conversion(g: &Generated, event_id: &str) -> Value {
 }
 
 /// How many times X received each conversion id.
-pub fn received_counts(conversions: &[fake_upstreams::ReceivedConversion]) -> HashMap<String, usize> {
+pub fn received_counts(
+    conversions: &[fake_upstreams::ReceivedConversion],
+) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for c in conversions {
         *counts
-            .entry(c.conversion["conversion_id"].as_str().unwrap_or("").to_string())
+            .entry(
+                c.conversion["conversion_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
             .or_insert(0) += 1;
     }
     counts
