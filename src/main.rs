@@ -21,7 +21,7 @@ enum Command {
         output_dir: Option<PathBuf>,
     },
     /// Run the operator (reads the kubeconfig or the in-cluster service account).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the version.
     Version,
 }
@@ -105,7 +105,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args))?,
+        Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(*args))?,
         Command::Crds { output_dir: None } => print!("{}", ctwa_operator::crdgen::crds_yaml()?),
         Command::Crds {
             output_dir: Some(dir),
