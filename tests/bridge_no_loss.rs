@@ -99,7 +99,7 @@ async fn sigkill_faults_and_dropped_postbacks_lose_nothing() {
                         "converted",
                         now,
                         i,
-                        i % INVALID_EVERY != 0,
+                        !i.is_multiple_of(INVALID_EVERY),
                     )
                 })
                 .collect();
