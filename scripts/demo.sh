@@ -58,7 +58,8 @@ up() {
   kubectl apply -n "$NS" -f "$ROOT/examples/"
   log "waiting until the managed objects are Ready"
   kubectl wait -n "$NS" --for=condition=Ready --timeout=90s \
-    ctwatracking/main-number signalskeyword/order-confirmed xwebeventtag/purchase
+    ctwatracking/main-number signalskeyword/order-confirmed xwebeventtag/purchase \
+    conversionbridge/ctwa-to-x signalspostback/order-confirmed-postback
   kubectl get ctwa -A
   cat <<TXT
 
@@ -66,6 +67,8 @@ The demo keeps running. Try:
   export KUBECONFIG=$kubeconfig
   kubectl get ctwa -n $NS
   kubectl describe signalskeyword -n $NS order-confirmed
+  kubectl get conversionbridge -n $NS -w        # live events are forwarded every few seconds
+  curl -s http://127.0.0.1:${CTWA_DEMO_METRICS_PORT:-18080}/metrics | grep ctwa_bridge
   curl -s http://127.0.0.1:$port/_admin/state | python3 -m json.tool
 Logs: $DIR/operator.log, $DIR/fakes.log. Stop it with: make demo-down
 TXT

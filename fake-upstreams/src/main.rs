@@ -30,8 +30,41 @@ async fn main() -> anyhow::Result<()> {
     println!("signals: {}", fake.signals_url());
     println!("x:       {}", fake.x_url());
     println!("admin:   {}", fake.admin_url());
+    if args.demo {
+        // A live trickle of conversions, so the demo bridge has something to forward.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
+        let mut i = 0u64;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tick.tick() => {
+                    fake.seed_events("demo-client", "demo-app", vec![demo_event(
+                        &format!("live-ev-{i:06}"),
+                        jiff::Timestamp::now(),
+                        if i % 2 == 0 { "converted" } else { "keyword" },
+                        i,
+                    )]);
+                    i += 1;
+                }
+            }
+        }
+    }
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+fn demo_event(id: &str, at: jiff::Timestamp, type_: &str, i: u64) -> serde_json::Value {
+    json!({
+        "id": id,
+        "app_id": "demo-app",
+        "ad_id": "120210000000000001",
+        "campaign_id": "120210000000000000",
+        "phone": format!("49151{:08}", 10_000_000 + i),
+        "type": type_,
+        "type_id": format!("t{}", i % 7),
+        "type_value": if i % 5 == 1 { "order confirmed" } else { "" },
+        "date": at.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+    })
 }
 
 fn seed_demo(fake: &FakeUpstreams) {
@@ -50,19 +83,14 @@ fn seed_demo(fake: &FakeUpstreams) {
     let types = ["converted", "keyword", "conversation", "button", "link"];
     let now = jiff::Timestamp::now();
     let events = (0..300)
-        .map(|i: i64| {
-            let at = now - jiff::SignedDuration::from_secs(3600 - i * 12);
-            json!({
-                "id": format!("demo-ev-{i:04}"),
-                "app_id": "demo-app",
-                "ad_id": "120210000000000001",
-                "campaign_id": "120210000000000000",
-                "phone": format!("49151{:08}", 10_000_000 + i),
-                "type": types[i as usize % types.len()],
-                "type_id": format!("t{}", i % 7),
-                "type_value": if i % 5 == 1 { "order confirmed" } else { "" },
-                "date": at.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
-            })
+        .map(|i: u64| {
+            let at = now - jiff::SignedDuration::from_secs(3600 - i as i64 * 12);
+            demo_event(
+                &format!("demo-ev-{i:04}"),
+                at,
+                types[i as usize % types.len()],
+                i,
+            )
         })
         .collect();
     fake.seed_events("demo-client", "demo-app", events);

@@ -54,15 +54,20 @@ pub struct WorkerConfig {
 struct XSink<'a> {
     client: &'a XAdsClient,
     pixel: &'a str,
+    metrics: &'a Metrics,
 }
 
 impl Sink for XSink<'_> {
     async fn send(&mut self, batch: &[Conversion]) -> Result<(), SendError> {
-        self.client
-            .send_conversions(self.pixel, batch)
-            .await
-            .map(|_| ())
-            .map_err(SendError::from)
+        let result = self.client.send_conversions(self.pixel, batch).await?;
+        if let Some(remaining) = result.rate.remaining {
+            self.metrics.set_rate_limit_remaining(
+                "x-ads",
+                self.pixel,
+                i64::try_from(remaining).unwrap_or(i64::MAX),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -331,6 +336,7 @@ impl Forwarder<'_> {
         let mut sink = XSink {
             client: &self.config.x,
             pixel: &self.config.pixel_id,
+            metrics: self.metrics,
         };
         let mut start = 0;
         while start < conversions.len() {
