@@ -135,6 +135,42 @@ async fn ten_thousand_mixed_events_become_exactly_the_configured_conversions() {
     assert!(o["status"]["lastForwardTime"].is_string());
     assert!(o["status"].get("postbackPath").is_none());
 
+    // The bridge metrics tell the same story.
+    let text = reqwest::get(format!("http://{}/metrics", env.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str, outcome: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains("bridge=\"b\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} {outcome} missing in:\n{text}"))
+    };
+    assert_eq!(
+        metric("ctwa_bridge_events_total", "forwarded"),
+        expected_n as f64
+    );
+    assert_eq!(
+        metric("ctwa_bridge_events_total", "received"),
+        expected_n as f64
+    );
+    assert_eq!(
+        metric("ctwa_bridge_batches_total", "sent"),
+        sizes.len() as f64
+    );
+    assert!(text.contains("ctwa_bridge_lag_seconds{"));
+    assert!(text.contains("ctwa_rate_limit_remaining{api=\"x-ads\",account=\"pix1\"}"));
+    assert!(text.contains(
+        "ctwa_upstream_requests_total{api=\"signals\",operation=\"list_events\",code=\"200\"}"
+    ));
+
     // Later polls re-read the lookback window without sending anything again.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(env.fake.conversions().len(), wanted.len());
