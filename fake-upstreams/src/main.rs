@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
                     fake.seed_events("demo-client", "demo-app", vec![demo_event(
                         &format!("live-ev-{i:06}"),
                         jiff::Timestamp::now(),
-                        if i % 2 == 0 { "converted" } else { "keyword" },
+                        if i.is_multiple_of(2) { "converted" } else { "keyword" },
                         i,
                     )]);
                     i += 1;
