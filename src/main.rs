@@ -68,6 +68,21 @@ struct RunArgs {
     /// Least time between two status writes of one ConversionBridge.
     #[arg(long, env = "CTWA_BRIDGE_STATUS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     bridge_status_interval: std::time::Duration,
+    /// Run only while holding the leader Lease (run several replicas for availability).
+    #[arg(long, env = "CTWA_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace, from POD_NAMESPACE).
+    #[arg(long, env = "CTWA_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "CTWA_LEASE_NAME", default_value = "ctwa-operator")]
+    lease_name: String,
+    /// How long a leader Lease lasts without renewal; a crashed leader is replaced after it.
+    #[arg(long, env = "CTWA_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+    /// On SIGTERM, how long batches in flight may take to be delivered.
+    #[arg(long, env = "CTWA_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    shutdown_grace: std::time::Duration,
     /// Log filter, e.g. `info` or `ctwa_operator=debug`.
     #[arg(long, env = "CTWA_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -99,8 +114,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         postback_addr: args.postback_addr,
         public_base_url: args.public_base_url,
         bridge_status_interval: args.bridge_status_interval,
+        leader_election: args
+            .leader_election
+            .then(|| ctwa_operator::operator::LeaseConfig {
+                namespace: args
+                    .leader_election_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "default".into()),
+                name: args.lease_name,
+                identity: identity(),
+                duration: args.lease_duration,
+            }),
+        shutdown_grace: args.shutdown_grace,
     };
     ctwa_operator::operator::run(client, config).await
+}
+
+/// This process in the leader Lease: the pod name (or host name), made unique per process.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "ctwa-operator".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn main() -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
-//! `ctwa-operator run`: builds the shared clients and runs the controllers, the bridges and
-//! the two HTTP listeners (metrics and postbacks).
+//! `ctwa-operator run`: builds the shared clients, serves metrics and postbacks, and — while it
+//! holds the leader lease — runs the controllers and the bridges.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{CtwaTracking, SignalsKeyword, SignalsPostback, XWebEventTag};
@@ -23,7 +24,7 @@ use crate::controllers::signals_postback::SignalsPostbackAdapter;
 use crate::controllers::x_web_event_tag::XWebEventTagAdapter;
 use crate::controllers::{DialogUpstream, XUpstream};
 use crate::metrics::Metrics;
-use crate::reconcile::controller::{self, Trigger};
+use crate::reconcile::controller::{self, Scope, Trigger};
 use crate::server::{self, Health};
 use crate::upstream::budget::BudgetRegistry;
 use crate::upstream::http::{HttpConfig, Transport, install_crypto_provider};
@@ -46,11 +47,43 @@ pub struct OperatorConfig {
     pub public_base_url: Option<String>,
     /// Least time between two status writes of one bridge.
     pub bridge_status_interval: Duration,
+    /// Only the holder of this Lease reconciles and runs bridges; None: no election.
+    pub leader_election: Option<LeaseConfig>,
+    /// How long in-flight batches may take to finish on shutdown.
+    pub shutdown_grace: Duration,
 }
 
-/// Runs every controller until the process is asked to stop.
+/// Where the leader Lease lives and how long it lasts.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    /// This process's identity in the Lease (the pod name in a cluster).
+    pub identity: String,
+    pub duration: Duration,
+}
+
+/// Runs until SIGTERM/SIGINT (a clean exit) or until the leader lease is lost (an error,
+/// so that the process restarts as a follower).
 pub async fn run(client: kube::Client, config: OperatorConfig) -> anyhow::Result<()> {
+    run_until(client, config, shutdown_signal()).await
+}
+
+/// [`run`] with the stop signal supplied by the caller (tests).
+pub async fn run_until(
+    client: kube::Client,
+    config: OperatorConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     install_crypto_provider();
+    let shutdown = CancellationToken::new();
+    let on_stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.await;
+        tracing::info!("shutting down");
+        on_stop.cancel();
+    });
+
     let metrics = Arc::new(Metrics::new());
     let transport = Transport::from_config(&HttpConfig::default())?.with_observer(metrics.clone());
     let tokens = Arc::new(HubTokenProvider::new(transport.clone(), &config.hub_url)?);
@@ -64,27 +97,14 @@ pub async fn run(client: kube::Client, config: OperatorConfig) -> anyhow::Result
         transport,
         x_ads_url: config.x_ads_url.clone(),
     };
-    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().cloned().map(Some).collect()
-    };
-    let resync = config.resync_interval;
     let supervisor = Supervisor::new(
         client.clone(),
         Recorder::new(client.clone(), Reporter::from("ctwa-operator")),
         metrics.clone(),
         config.bridge_status_interval,
     );
-    let bridges = Arc::new(BridgeContext {
-        kube: client.clone(),
-        supervisor: supervisor.clone(),
-        dialog: dialog.clone(),
-        x: x.clone(),
-        budgets: Arc::new(BudgetRegistry::new()),
-        retry: RetryPolicy::default(),
-    });
 
+    // Followers serve too: /healthz, /readyz and a receiver that answers 503.
     let health = Health::new();
     let stop_servers = CancellationToken::new();
     let metrics_listener = server::bind(config.metrics_addr).await?;
@@ -102,76 +122,212 @@ pub async fn run(client: kube::Client, config: OperatorConfig) -> anyhow::Result
             stop_servers.clone(),
         ),
     ));
+    health.set_ready(true);
 
+    let mut lease = match &config.leader_election {
+        Some(lease) => Some(Leadership::start(client.clone(), lease).await?),
+        None => None,
+    };
+    let result = match &mut lease {
+        Some(l) => {
+            tokio::select! {
+                _ = shutdown.cancelled() => Ok(()),
+                _ = l.acquired() => lead(&client, &config, &shutdown, &metrics, dialog, x, &supervisor, Some(l)).await,
+            }
+        }
+        None => {
+            lead(
+                &client,
+                &config,
+                &shutdown,
+                &metrics,
+                dialog,
+                x,
+                &supervisor,
+                None,
+            )
+            .await
+        }
+    };
+
+    health.set_ready(false);
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    stop_servers.cancel();
+    let _ = servers.await;
+    result
+}
+
+/// The leader's work: every controller and bridge, until shutdown or a lost lease.
+#[allow(clippy::too_many_arguments)]
+async fn lead(
+    client: &kube::Client,
+    config: &OperatorConfig,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+    dialog: DialogUpstream,
+    x: XUpstream,
+    supervisor: &Arc<Supervisor>,
+    lease: Option<&mut Leadership>,
+) -> anyhow::Result<()> {
+    tracing::info!("leading: starting the controllers");
+    supervisor.set_active(true);
+    let stop_controllers = shutdown.child_token();
+    let bridges = Arc::new(BridgeContext {
+        kube: client.clone(),
+        supervisor: supervisor.clone(),
+        dialog: dialog.clone(),
+        x: x.clone(),
+        budgets: Arc::new(BudgetRegistry::new()),
+        retry: RetryPolicy::default(),
+        metrics: metrics.clone(),
+    });
+    let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
     let mut tasks = Vec::new();
-    for scope in scopes {
-        let ns = || scope.clone();
+    for namespace in namespaces {
+        let scope = Scope {
+            client: client.clone(),
+            namespace,
+            resync: config.resync_interval,
+            metrics: metrics.clone(),
+            shutdown: stop_controllers.clone(),
+        };
         tasks.push(
             controller::run::<CtwaTracking, _>(
-                client.clone(),
+                scope.clone(),
                 CtwaTrackingAdapter(dialog.clone()),
-                resync,
-                ns(),
                 vec![],
             )
             .boxed(),
         );
         tasks.push(
             controller::run::<SignalsKeyword, _>(
-                client.clone(),
+                scope.clone(),
                 SignalsKeywordAdapter(dialog.clone()),
-                resync,
-                ns(),
                 vec![],
             )
             .boxed(),
         );
         tasks.push(
             controller::run::<SignalsPostback, _>(
-                client.clone(),
+                scope.clone(),
                 SignalsPostbackAdapter {
                     upstream: dialog.clone(),
                     kube: client.clone(),
                     public_base_url: config.public_base_url.clone(),
                 },
-                resync,
-                ns(),
-                vec![
-                    keyword_changes(client.clone(), scope.as_deref()),
-                    bridge_changes(client.clone(), scope.as_deref()),
-                ],
+                vec![keyword_changes(&scope), bridge_changes(&scope)],
             )
             .boxed(),
         );
         tasks.push(
             controller::run::<XWebEventTag, _>(
-                client.clone(),
+                scope.clone(),
                 XWebEventTagAdapter(x.clone()),
-                resync,
-                ns(),
                 vec![],
             )
             .boxed(),
         );
-        tasks.push(crate::bridge::controller::run(bridges.clone(), ns()).boxed());
+        tasks.push(crate::bridge::controller::run(bridges.clone(), scope).boxed());
     }
-    health.set_ready(true);
-    // Every controller returns on SIGTERM/SIGINT.
-    futures::future::join_all(tasks).await;
-    health.set_ready(false);
-    supervisor.shutdown().await;
-    stop_servers.cancel();
-    let _ = servers.await;
-    Ok(())
+    let controllers = futures::future::join_all(tasks);
+    let lost = async {
+        match lease {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => {
+            // SIGTERM: stop taking postbacks, deliver what is in flight, write the checkpoints.
+            supervisor.set_active(false);
+            supervisor.drain(config.shutdown_grace).await;
+            Ok(())
+        }
+        _ = lost => {
+            // Another process leads now: stop at once, it takes over from the checkpoints.
+            stop_controllers.cancel();
+            supervisor.set_active(false);
+            supervisor.drain(Duration::ZERO).await;
+            anyhow::bail!("lost the leader lease")
+        }
+    }
+}
+
+/// The leader Lease, held by kube-lease-manager's background task.
+struct Leadership {
+    state: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+}
+
+impl Leadership {
+    async fn start(client: kube::Client, config: &LeaseConfig) -> anyhow::Result<Self> {
+        let seconds = config.duration.as_secs().max(2);
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &config.name)
+            .with_namespace(&config.namespace)
+            .with_identity(&config.identity)
+            .with_duration(seconds)
+            .with_grace((seconds / 3).max(1))
+            .with_field_manager("ctwa-operator")
+            .build()
+            .await?;
+        let (state, task) = manager.watch().await;
+        tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "waiting for the leader lease");
+        Ok(Leadership { state, task })
+    }
+
+    async fn acquired(&mut self) {
+        while !*self.state.borrow_and_update() {
+            if self.state.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    async fn lost(&mut self) {
+        while *self.state.borrow_and_update() {
+            if self.state.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Closing the channel makes the background task release the Lease.
+    async fn release(self) {
+        drop(self.state);
+        match self.task.await {
+            Ok(Ok(_)) => tracing::info!("leader lease released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "releasing the leader lease failed"),
+            Err(e) => tracing::warn!(error = %e, "the lease task failed"),
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
 }
 
 /// A postback to a bridge follows it: enabling postbacks or recreating the bridge triggers
 /// the postbacks that reference it. Status writes do not (they change neither).
-fn bridge_changes(client: kube::Client, namespace: Option<&str>) -> Trigger<SignalsPostback> {
-    let api: Api<crate::api::ConversionBridge> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+fn bridge_changes(scope: &Scope) -> Trigger<SignalsPostback> {
+    let api: Api<crate::api::ConversionBridge> = scope.api();
     Box::new(move |postbacks| {
         watcher(api, watcher::Config::default())
             .default_backoff()
@@ -207,11 +363,8 @@ fn bridge_changes(client: kube::Client, namespace: Option<&str>) -> Trigger<Sign
 
 /// A postback follows its keyword: any change of a SignalsKeyword (a new id, Ready) triggers
 /// the postbacks that reference it.
-fn keyword_changes(client: kube::Client, namespace: Option<&str>) -> Trigger<SignalsPostback> {
-    let api: Api<SignalsKeyword> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+fn keyword_changes(scope: &Scope) -> Trigger<SignalsPostback> {
+    let api: Api<SignalsKeyword> = scope.api();
     Box::new(move |postbacks| {
         watcher(api, watcher::Config::default())
             .default_backoff()

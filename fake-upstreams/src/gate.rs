@@ -61,11 +61,34 @@ pub fn classify(method: &Method, path: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// One request as it goes into the log.
+struct Call {
+    api: &'static str,
+    operation: &'static str,
+    method: Method,
+    path: String,
+    query: String,
+    host: String,
+}
+
 pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let query = request.uri().query().unwrap_or("").to_string();
     let (api, operation) = classify(&method, &path);
+    let call = Call {
+        api,
+        operation,
+        query: request.uri().query().unwrap_or("").to_string(),
+        host: request
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+            .unwrap_or("")
+            .to_string(),
+        method,
+        path,
+    };
 
     let (latency, outcome, after_effect) = {
         let mut inner = shared.lock();
@@ -79,39 +102,23 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     }
 
     let response = if outcome != Outcome::Pass && !after_effect {
-        inject(&shared, api, operation, &method, &path, &query, outcome).await
+        inject(&shared, &call, outcome).await
     } else {
         let response = serve(&shared, api, operation, request, next).await;
         if outcome == Outcome::Pass {
             response
         } else {
-            inject(&shared, api, operation, &method, &path, &query, outcome).await
+            inject(&shared, &call, outcome).await
         }
     };
-    record(
-        &shared,
-        api,
-        operation,
-        &method,
-        &path,
-        &query,
-        response.status().as_u16(),
-    );
+    record(&shared, &call, response.status().as_u16());
     response
 }
 
-async fn inject(
-    shared: &Shared,
-    api: &str,
-    operation: &str,
-    method: &Method,
-    path: &str,
-    query: &str,
-    outcome: Outcome,
-) -> Response {
+async fn inject(shared: &Shared, call: &Call, outcome: Outcome) -> Response {
     match outcome {
         Outcome::Drop => {
-            record(shared, api, operation, method, path, query, 0);
+            record(shared, call, 0);
             // Unwinding the connection task closes the socket without an HTTP answer, which
             // is what a client sees when a load balancer drops a connection.
             // resume_unwind skips the panic hook, so nothing is printed.
@@ -119,9 +126,9 @@ async fn inject(
         }
         Outcome::Timeout(hold) => {
             tokio::time::sleep(hold).await;
-            failure_response(api, outcome)
+            failure_response(call.api, outcome)
         }
-        _ => failure_response(api, outcome),
+        _ => failure_response(call.api, outcome),
     }
 }
 
@@ -193,21 +200,14 @@ fn bearer(request: &Request) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
-fn record(
-    shared: &Shared,
-    api: &str,
-    operation: &str,
-    method: &Method,
-    path: &str,
-    query: &str,
-    status: u16,
-) {
+fn record(shared: &Shared, call: &Call, status: u16) {
     shared.lock().requests.push(RequestRecord {
-        api: api.into(),
-        operation: operation.into(),
-        method: method.to_string(),
-        path: path.into(),
-        query: query.into(),
+        api: call.api.into(),
+        operation: call.operation.into(),
+        method: call.method.to_string(),
+        path: call.path.clone(),
+        query: call.query.clone(),
+        host: call.host.clone(),
         status,
         at: SystemTime::now(),
     });

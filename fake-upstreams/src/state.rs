@@ -60,6 +60,9 @@ pub struct RequestRecord {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The host name the client used (without the port); tells clients apart in tests.
+    #[serde(default)]
+    pub host: String,
     /// HTTP status answered; 0 when the connection was dropped on purpose.
     pub status: u16,
     #[serde(with = "system_time_secs")]

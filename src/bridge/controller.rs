@@ -27,7 +27,9 @@ use super::supervisor::{Desired, Supervisor};
 use super::worker::WorkerConfig;
 use crate::api::{ConversionBridge, SignalsEventType, XWebEventTag};
 use crate::controllers::{DialogUpstream, XUpstream, secret_data};
+use crate::metrics::Metrics;
 use crate::reconcile::conditions::Reason;
+use crate::reconcile::controller::Scope;
 use crate::reconcile::failure::Failure;
 use crate::reconcile::managed::parse_duration;
 use crate::reconcile::reconciler::KubeError;
@@ -54,6 +56,7 @@ pub struct BridgeContext {
     /// One conversions budget per X account, shared by every bridge that sends to it.
     pub budgets: Arc<BudgetRegistry>,
     pub retry: RetryPolicy,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Reconcile triggers: spec (generation), deletion and identity. The operator's own status
@@ -69,25 +72,13 @@ fn trigger_hash(bridge: &ConversionBridge) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Runs the controller for one namespace scope (None: all namespaces).
-pub async fn run(ctx: Arc<BridgeContext>, namespace: Option<String>) {
-    let client = ctx.kube.clone();
+/// Runs the bridge controller in `scope` until its shutdown fires.
+pub async fn run(ctx: Arc<BridgeContext>, scope: Scope) {
     let (bridges, secrets, tags): (
         Api<ConversionBridge>,
         Api<PartialObjectMeta<Secret>>,
         Api<XWebEventTag>,
-    ) = match namespace.as_deref() {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
+    ) = (scope.api(), scope.api(), scope.api());
     let (reader, writer) = reflector::store();
     let supervisor = ctx.supervisor.clone();
     let objects = watcher(bridges, watcher::Config::default())
@@ -138,7 +129,7 @@ pub async fn run(ctx: Arc<BridgeContext>, namespace: Option<String>) {
                 .map(|b| ObjectRef::from_obj(b.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(scope.shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| std::future::ready(()))
         .await;
@@ -154,17 +145,32 @@ async fn reconcile(
     bridge: Arc<ConversionBridge>,
     ctx: Arc<BridgeContext>,
 ) -> Result<Action, KubeError> {
+    let started = std::time::Instant::now();
+    let result = reconcile_once(bridge, &ctx).await;
+    let outcome = match &result {
+        Ok((_, outcome)) => *outcome,
+        Err(_) => "error",
+    };
+    ctx.metrics
+        .reconcile("ConversionBridge", outcome, started.elapsed());
+    result.map(|(action, _)| action)
+}
+
+async fn reconcile_once(
+    bridge: Arc<ConversionBridge>,
+    ctx: &BridgeContext,
+) -> Result<(Action, &'static str), KubeError> {
     if bridge.meta().deletion_timestamp.is_some() {
         ctx.supervisor
             .remove(&bridge.namespace().unwrap_or_default(), &bridge.name_any());
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), "success"));
     }
     let token = if bridge.spec.source.postbacks.enabled {
         Some(ensure_token(&bridge, &ctx.kube).await?)
     } else {
         None
     };
-    let desired = match resolve(&bridge, &ctx).await {
+    let desired = match resolve(&bridge, ctx).await {
         Ok(desired) => desired,
         Err(Resolve::Kube(e)) => return Err(e),
         Err(Resolve::Failed(Failure::Terminal { reason, message })) => {
@@ -177,8 +183,13 @@ async fn reconcile(
             },
         )) => Desired::Hold(Phase::Waiting { reason, message }),
     };
+    let outcome = match &desired {
+        Desired::Run { .. } => "success",
+        Desired::Hold(Phase::Stalled { .. }) => "terminal",
+        Desired::Hold(_) => "waiting",
+    };
     ctx.supervisor.ensure(&bridge, desired, token);
-    Ok(Action::requeue(RECHECK))
+    Ok((Action::requeue(RECHECK), outcome))
 }
 
 fn error_policy(bridge: Arc<ConversionBridge>, error: &KubeError, _: Arc<BridgeContext>) -> Action {

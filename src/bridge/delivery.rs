@@ -134,7 +134,14 @@ pub async fn deliver<S: Sink>(
             out.cancelled = true;
             return out;
         }
-        match sink.send(&batch[start..end]).await {
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => {
+                out.cancelled = true;
+                return out;
+            }
+            sent = sink.send(&batch[start..end]) => sent,
+        };
+        match sent {
             Ok(()) => {
                 attempt = 0;
                 out.requests_accepted += 1;

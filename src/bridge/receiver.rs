@@ -65,6 +65,12 @@ async fn receive(
     Path((namespace, bridge, token)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
+    if !supervisor.is_active() {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica is not the leader; retry later",
+        );
+    }
     let inlet = supervisor.inlet(&namespace, &bridge);
     // Compare against something even for an unknown bridge, so both take as long.
     let expected = inlet.as_ref().map_or("\u{0}unknown", |i| i.token.expose());

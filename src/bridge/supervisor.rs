@@ -3,6 +3,7 @@
 //! writer that turns its shared state into `status` at a bounded rate.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,7 +50,19 @@ pub struct Inlet {
 
 struct Running {
     fingerprint: u64,
+    /// Stop now, abandoning the batch in flight.
     cancel: CancellationToken,
+    /// Stop taking events, deliver what is held, then stop.
+    drain: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// A bridge's status writer.
+struct Writer {
+    /// Stop without writing again (the bridge is gone).
+    stop: CancellationToken,
+    /// Write once more, then stop (shutdown).
+    finish: CancellationToken,
     handle: JoinHandle<()>,
 }
 
@@ -59,7 +72,7 @@ struct Entry {
     worker: Option<Running>,
     token: Option<SecretString>,
     queue: Option<mpsc::Sender<Value>>,
-    writer: CancellationToken,
+    writer: Writer,
 }
 
 impl Entry {
@@ -78,6 +91,8 @@ pub struct Supervisor {
     metrics: Arc<Metrics>,
     status_interval: Duration,
     entries: Mutex<HashMap<(String, String), Entry>>,
+    /// Only the leader takes postbacks.
+    active: AtomicBool,
 }
 
 impl Supervisor {
@@ -93,6 +108,7 @@ impl Supervisor {
             metrics,
             status_interval,
             entries: Mutex::new(HashMap::new()),
+            active: AtomicBool::new(false),
         })
     }
 
@@ -114,7 +130,7 @@ impl Supervisor {
             // Deleted and created again under the same name: a new bridge.
             if let Some(mut old) = entries.remove(&key) {
                 old.stop_worker();
-                old.writer.cancel();
+                old.writer.stop.cancel();
             }
         }
         let entry = entries
@@ -156,18 +172,20 @@ impl Supervisor {
                     s.destination = SideHealth::Unknown;
                 });
                 let (tx, rx) = mpsc::channel(POSTBACK_QUEUE);
-                let cancel = CancellationToken::new();
+                let (cancel, drain) = (CancellationToken::new(), CancellationToken::new());
                 let handle = tokio::spawn(worker::run(
                     *config,
                     entry.state.clone(),
                     self.metrics.clone(),
                     rx,
                     cancel.clone(),
+                    drain.clone(),
                 ));
                 entry.queue = Some(tx);
                 entry.worker = Some(Running {
                     fingerprint,
                     cancel,
+                    drain,
                     handle,
                 });
             }
@@ -197,14 +215,20 @@ impl Supervisor {
             postback_path: None,
             progress: Progress::resume(bridge.status.as_ref(), start),
         }));
-        let writer = CancellationToken::new();
-        tokio::spawn(self.clone().write_status(
+        let (stop, finish) = (CancellationToken::new(), CancellationToken::new());
+        let handle = tokio::spawn(self.clone().write_status(
             key.clone(),
             bridge.object_ref(&()),
             bridge.status.clone(),
             state.clone(),
-            writer.clone(),
+            stop.clone(),
+            finish.clone(),
         ));
+        let writer = Writer {
+            stop,
+            finish,
+            handle,
+        };
         Entry {
             uid,
             state,
@@ -222,7 +246,7 @@ impl Supervisor {
             .remove(&(namespace.to_string(), name.to_string()))
         {
             entry.stop_worker();
-            entry.writer.cancel();
+            entry.writer.stop.cancel();
             self.metrics.forget_bridge(namespace, name);
         }
     }
@@ -230,6 +254,15 @@ impl Supervisor {
     /// Bridges this process runs, as (namespace, name).
     pub fn bridges(&self) -> Vec<(String, String)> {
         self.lock().keys().cloned().collect()
+    }
+
+    /// Whether this process leads (takes postbacks and runs bridges).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Release);
     }
 
     /// The postback inlet of a bridge, when it takes postbacks.
@@ -246,21 +279,37 @@ impl Supervisor {
         Some(Inlet { token, queue })
     }
 
-    /// Stop every worker and wait for them (shutdown).
-    pub async fn shutdown(&self) {
-        let handles: Vec<JoinHandle<()>> = {
-            let mut entries = self.lock();
-            entries
-                .values_mut()
-                .filter_map(|e| {
-                    let w = e.worker.take()?;
-                    w.cancel.cancel();
-                    Some(w.handle)
-                })
-                .collect()
-        };
-        for h in handles {
-            let _ = h.await;
+    /// Shutdown: every worker delivers what it holds (for at most `grace`, then it is
+    /// stopped), and every bridge's status, with its checkpoint, is written one last time.
+    pub async fn drain(&self, grace: Duration) {
+        let entries: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
+        let mut workers = Vec::new();
+        for entry in &entries {
+            if let Some(w) = &entry.worker {
+                w.drain.cancel();
+                workers.push(w.cancel.clone());
+            }
+        }
+        let (handles, writers): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .map(|e| (e.worker.map(|w| w.handle), e.writer))
+            .unzip();
+        let all = futures::future::join_all(handles.into_iter().flatten());
+        tokio::pin!(all);
+        if tokio::time::timeout(grace, &mut all).await.is_err() {
+            tracing::warn!("in-flight batches did not finish within the shutdown grace period");
+            workers.iter().for_each(CancellationToken::cancel);
+            all.await;
+        }
+        for w in &writers {
+            w.finish.cancel();
+        }
+        let writes = futures::future::join_all(writers.into_iter().map(|w| w.handle));
+        if tokio::time::timeout(Duration::from_secs(10), writes)
+            .await
+            .is_err()
+        {
+            tracing::warn!("final bridge status writes did not finish");
         }
     }
 
@@ -272,8 +321,10 @@ impl Supervisor {
         mut written: Option<ConversionBridgeStatus>,
         state: Arc<BridgeState>,
         stop: CancellationToken,
+        finish: CancellationToken,
     ) {
         let api: Api<ConversionBridge> = Api::namespaced(self.kube.clone(), &key.0);
+        let uid = reference.uid.clone();
         let mut last_rejected = state.snapshot().progress.rejected;
         let mut last_rejection_event: Option<tokio::time::Instant> = None;
         loop {
@@ -289,7 +340,9 @@ impl Supervisor {
                 if status.postback_path.is_none() {
                     body["postbackPath"] = Value::Null;
                 }
-                let patch = Patch::Merge(json!({ "status": body }));
+                // The uid makes the write fail rather than land on a bridge recreated under
+                // the same name.
+                let patch = Patch::Merge(json!({ "metadata": {"uid": uid}, "status": body }));
                 match api
                     .patch_status(&key.1, &PatchParams::default(), &patch)
                     .await
@@ -323,12 +376,17 @@ impl Supervisor {
                 last_rejected = rejected;
                 last_rejection_event = Some(tokio::time::Instant::now());
             }
+            if finish.is_cancelled() {
+                return;
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = finish.cancelled() => continue,
                 _ = tokio::time::sleep(self.status_interval) => {}
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = finish.cancelled() => {}
                 _ = state.changed() => {}
                 // Refresh lag now and then even when nothing happens.
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}

@@ -71,19 +71,27 @@ impl Sink for XSink<'_> {
     }
 }
 
-/// Runs until `cancel` fires or a configuration error stalls the bridge.
+/// Runs until `cancel` fires (stop now), `drain` fires (deliver what was read, then stop) or
+/// a configuration error stalls the bridge.
 pub async fn run(
     config: WorkerConfig,
     state: Arc<BridgeState>,
     metrics: Arc<Metrics>,
     postbacks: mpsc::Receiver<Value>,
     cancel: CancellationToken,
+    drain: CancellationToken,
 ) {
     let config = Arc::new(config);
     let (tx, rx) = mpsc::channel(POLL_CHANNEL);
-    // The poller stops with the worker, whichever ends first.
-    let stop = cancel.child_token();
-    let poller = tokio::spawn(poll_loop(config.clone(), state.clone(), tx, stop.clone()));
+    // The poller stops with the worker, or first when draining. When it stops on its own (a
+    // configuration error), its channel closes and the forwarder stops too.
+    let stop_polling = cancel.child_token();
+    let poller = tokio::spawn(poll_loop(
+        config.clone(),
+        state.clone(),
+        tx,
+        stop_polling.clone(),
+    ));
     Forwarder {
         config: &config,
         state: &state,
@@ -93,9 +101,9 @@ pub async fn run(
         marker: None,
         deadline: None,
     }
-    .run(rx, postbacks, &stop)
+    .run(rx, postbacks, &cancel, &drain, &stop_polling)
     .await;
-    stop.cancel();
+    stop_polling.cancel();
     let _ = poller.await;
 }
 
@@ -134,7 +142,6 @@ async fn poll_loop(
                         };
                         state.update(|s| s.source = SideHealth::Stalled { reason, message });
                         // Nothing will change until the user fixes the spec or the Secret.
-                        cancel.cancel();
                         return;
                     }
                     class => {
@@ -192,6 +199,8 @@ impl Forwarder<'_> {
         mut polled: mpsc::Receiver<Item>,
         mut postbacks: mpsc::Receiver<Value>,
         cancel: &CancellationToken,
+        drain: &CancellationToken,
+        stop_polling: &CancellationToken,
     ) {
         let mut postbacks_open = true;
         loop {
@@ -199,6 +208,11 @@ impl Forwarder<'_> {
             let flow = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
+                _ = drain.cancelled() => {
+                    stop_polling.cancel();
+                    self.drain(polled, postbacks, cancel).await;
+                    return;
+                }
                 event = postbacks.recv(), if postbacks_open => match event {
                     Some(event) => self.take(event, Origin::Postback),
                     None => {
@@ -209,11 +223,7 @@ impl Forwarder<'_> {
                 item = polled.recv() => match item {
                     Some(Item::Event(event, origin)) => self.take(event, origin),
                     Some(Item::Marker(at)) => {
-                        if self.batch.is_empty() {
-                            self.advance(at);
-                        } else {
-                            self.marker = Some(at);
-                        }
+                        self.mark(at);
                         Flow::Continue
                     }
                     None => return,
@@ -229,6 +239,60 @@ impl Forwarder<'_> {
             if let Flow::Stop = flow {
                 return;
             }
+        }
+    }
+
+    /// Shutdown: stop reading, take what was already read, deliver it, move the checkpoint.
+    async fn drain(
+        &mut self,
+        mut polled: mpsc::Receiver<Item>,
+        mut postbacks: mpsc::Receiver<Value>,
+        cancel: &CancellationToken,
+    ) {
+        postbacks.close();
+        polled.close();
+        let mut flow = Flow::Continue;
+        while let (Flow::Continue, Some(event)) = (&flow, postbacks.recv().await) {
+            flow = self
+                .take_and_flush_when_full(event, Origin::Postback, cancel)
+                .await;
+        }
+        while let (Flow::Continue, Some(item)) = (&flow, polled.recv().await) {
+            flow = match item {
+                Item::Event(event, origin) => {
+                    self.take_and_flush_when_full(event, origin, cancel).await
+                }
+                Item::Marker(at) => {
+                    self.mark(at);
+                    Flow::Continue
+                }
+            };
+        }
+        if let Flow::Continue = flow
+            && !self.batch.is_empty()
+        {
+            self.flush(cancel).await;
+        }
+    }
+
+    async fn take_and_flush_when_full(
+        &mut self,
+        event: Value,
+        origin: Origin,
+        cancel: &CancellationToken,
+    ) -> Flow {
+        match self.take(event, origin) {
+            Flow::Continue if self.batch.len() >= self.config.max_batch => self.flush(cancel).await,
+            other => other,
+        }
+    }
+
+    /// A marker: the checkpoint may move once what was read before it is settled.
+    fn mark(&mut self, at: Timestamp) {
+        if self.batch.is_empty() {
+            self.advance(at);
+        } else {
+            self.marker = Some(at);
         }
     }
 

@@ -14,11 +14,13 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::external::ExternalResource;
 use super::managed::Managed;
 use super::reconciler::{Context, error_policy, reconcile};
 use crate::api::{EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION};
+use crate::metrics::Metrics;
 
 /// What triggers a reconcile: the spec (generation), deletion and the annotations the user
 /// steers with. The operator's own status writes change none of these, so they never
@@ -43,25 +45,42 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
 /// that reference this keyword").
 pub type Trigger<K> = Box<dyn FnOnce(Store<K>) -> BoxStream<'static, ObjectRef<K>> + Send>;
 
-/// Runs the controller of kind `K` until the process is asked to stop, for every namespace
-/// (`namespace` None) or for one.
-pub async fn run<K, A>(
-    client: kube::Client,
-    adapter: A,
-    resync: Duration,
-    namespace: Option<String>,
-    triggers: Vec<Trigger<K>>,
-) where
+/// What every controller of a process shares.
+#[derive(Clone)]
+pub struct Scope {
+    pub client: kube::Client,
+    /// None: every namespace.
+    pub namespace: Option<String>,
+    /// Global drift-check interval.
+    pub resync: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the process stops (SIGTERM) or loses its leader lease.
+    pub shutdown: CancellationToken,
+}
+
+impl Scope {
+    /// An API for kind `K` in this scope.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match self.namespace.as_deref() {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// Runs the controller of kind `K` until `scope.shutdown` fires.
+pub async fn run<K, A>(scope: Scope, adapter: A, triggers: Vec<Trigger<K>>)
+where
     K: Managed,
     A: ExternalResource<K>,
 {
-    let (api, secret_api): (Api<K>, Api<PartialObjectMeta<Secret>>) = match namespace.as_deref() {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let client = scope.client.clone();
+    let api: Api<K> = scope.api();
+    let secret_api: Api<PartialObjectMeta<Secret>> = scope.api();
     let (reader, writer) = reflector::store();
     let objects = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -75,7 +94,13 @@ pub async fn run<K, A>(
         .default_backoff()
         .touched_objects();
     let recorder = Recorder::new(client.clone(), Reporter::from("ctwa-operator"));
-    let ctx = Arc::new(Context::new(client, recorder, adapter, resync));
+    let ctx = Arc::new(Context::new(
+        client,
+        recorder,
+        adapter,
+        scope.resync,
+        scope.metrics.clone(),
+    ));
 
     let mut controller = Controller::for_stream(objects, reader.clone());
     for trigger in triggers {
@@ -92,7 +117,7 @@ pub async fn run<K, A>(
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(scope.shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| std::future::ready(()))
         .await;

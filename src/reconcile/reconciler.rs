@@ -18,6 +18,7 @@ use super::external::{ExternalResource, Observation};
 use super::failure::Failure;
 use super::managed::{Managed, ManagedExt};
 use crate::api::{DeletionPolicy, EXTERNAL_ID_ANNOTATION, FINALIZER, ManagementPolicy};
+use crate::metrics::Metrics;
 
 /// What every reconcile of one kind shares.
 pub struct Context<A> {
@@ -29,13 +30,21 @@ pub struct Context<A> {
     pub resync: Duration,
     /// Objects for which the ReconcilePaused Event was already emitted.
     paused_noted: Mutex<HashSet<String>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<A> Context<A> {
-    pub fn new(client: kube::Client, recorder: Recorder, adapter: A, resync: Duration) -> Self {
+    pub fn new(
+        client: kube::Client,
+        recorder: Recorder,
+        adapter: A,
+        resync: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             client,
             recorder,
+            metrics,
             adapter,
             backoff: Backoff::default(),
             resync,
@@ -58,12 +67,42 @@ fn key<K: Resource>(obj: &K) -> String {
     )
 }
 
-/// Entry point for `Controller::run`.
+/// Entry point for `Controller::run`: one reconcile, counted and timed.
 pub async fn reconcile<K, A>(obj: Arc<K>, ctx: Arc<Context<A>>) -> Result<Action, KubeError>
 where
     K: Managed,
     A: ExternalResource<K>,
 {
+    let started = std::time::Instant::now();
+    let outcome = RECONCILE_OUTCOME
+        .scope(std::cell::Cell::new("success"), async {
+            let result = reconcile_once(obj, &ctx).await;
+            if result.is_err() {
+                RECONCILE_OUTCOME.with(|o| o.set("error"));
+            }
+            (result, RECONCILE_OUTCOME.with(|o| o.get()))
+        })
+        .await;
+    ctx.metrics
+        .reconcile(&K::kind(&()), outcome.1, started.elapsed());
+    outcome.0
+}
+
+tokio::task_local! {
+    /// How the current reconcile ended, for `ctwa_reconcile_total{result}`.
+    static RECONCILE_OUTCOME: std::cell::Cell<&'static str>;
+}
+
+fn note_outcome(outcome: &'static str) {
+    let _ = RECONCILE_OUTCOME.try_with(|o| o.set(outcome));
+}
+
+async fn reconcile_once<K, A>(obj: Arc<K>, ctx: &Arc<Context<A>>) -> Result<Action, KubeError>
+where
+    K: Managed,
+    A: ExternalResource<K>,
+{
+    let ctx = ctx.clone();
     let key = key(obj.as_ref());
     if obj.meta().deletion_timestamp.is_some() {
         return finalize(&obj, &ctx).await;
@@ -84,6 +123,7 @@ where
             )
             .await;
         }
+        note_outcome("paused");
         return Ok(Action::await_change());
     }
     ctx.paused_noted
@@ -121,6 +161,11 @@ where
                 false,
             )
             .await?;
+            note_outcome(match failure {
+                Failure::Transient { .. } => "transient",
+                Failure::Terminal { .. } => "terminal",
+                Failure::Waiting { .. } => "waiting",
+            });
             Ok(match failure {
                 Failure::Transient { retry_after, .. } => {
                     let backoff = ctx.backoff.next_delay(&key);

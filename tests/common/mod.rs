@@ -65,6 +65,8 @@ impl Env {
             postback_addr: self.postback_addr,
             public_base_url: Some(format!("http://{}", self.postback_addr)),
             bridge_status_interval: Duration::from_secs(1),
+            leader_election: None,
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 
