@@ -14,7 +14,9 @@ build:
 test: fmt-check clippy crds-check
 	@was_up=$$(scripts/control-plane.sh status >/dev/null 2>&1 && echo yes); \
 	scripts/control-plane.sh up >/dev/null || exit 1; \
-	$(CARGO) test --workspace; rc=$$?; \
+	rm -rf target/test-logs; \
+	CTWA_TEST_LOG_DIR=$(CURDIR)/target/test-logs $(CARGO) test --workspace && \
+	CTWA_TEST_LOG_DIR=$(CURDIR)/target/test-logs $(CARGO) test --test log_secrets -- --ignored; rc=$$?; \
 	[ -n "$$was_up" ] || scripts/control-plane.sh down; \
 	exit $$rc
 

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::events::{bridge, event, received_counts};
@@ -24,23 +24,11 @@ const LOOKBACK_SECS: i64 = 30;
 fn start_operator(env: &Env) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
         .args(env.operator_args())
-        .arg("--log-level=info")
         .env("KUBECONFIG", ctwa_testenv::kubeconfig_path())
-        .stdout(log_file())
-        .stderr(log_file())
+        .stdout(common::child_output())
+        .stderr(common::child_output())
         .spawn()
         .expect("the operator binary starts")
-}
-
-/// The operators' logs, for a failing run.
-fn log_file() -> Stdio {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bridge-no-loss.log");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::null())
 }
 
 #[tokio::test]

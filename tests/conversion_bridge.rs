@@ -259,7 +259,7 @@ async fn configuration_errors_stall_until_the_spec_or_secret_is_fixed() {
     assert_eq!(env.fake.distinct_conversion_ids().len(), 300);
 
     // Fixing the Secret resumes forwarding; nothing is lost.
-    set_x_secret(&env, "cs").await;
+    set_x_secret(&env, common::X_CONSUMER_SECRET).await;
     env.wait_for_long::<ConversionBridge>("b", |o| {
         condition(o, "Ready") == Some(("True".into(), "Available".into()))
             && checkpoint(o).is_some_and(|c| c > now)

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{Env, env_without_operator, ready};
@@ -15,10 +15,9 @@ use serde_json::json;
 fn start_operator(env: &Env) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
         .args(env.operator_args())
-        .arg("--log-level=warn")
         .env("KUBECONFIG", ctwa_testenv::kubeconfig_path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(common::child_output())
+        .stderr(common::child_output())
         .spawn()
         .expect("the operator binary starts")
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::events::{bridge, spread};
@@ -45,13 +45,12 @@ fn start(env: &Env, host: &str, extra: &[&str]) -> Operator {
             &format!("--leader-election-namespace={}", env.ns.name),
             "--lease-name=ctwa-test",
             &format!("--lease-duration={LEASE_SECS}s"),
-            "--log-level=info",
         ])
         .args(extra)
         .env("KUBECONFIG", ctwa_testenv::kubeconfig_path())
         .env("POD_NAME", host)
-        .stdout(log_file())
-        .stderr(log_file())
+        .stdout(common::child_output())
+        .stderr(common::child_output())
         .spawn()
         .expect("the operator binary starts");
     let identity_prefix = format!("{host}-{}", child.id());
@@ -59,17 +58,6 @@ fn start(env: &Env, host: &str, extra: &[&str]) -> Operator {
         child,
         identity_prefix,
     }
-}
-
-/// The processes' logs, for a failing run.
-fn log_file() -> Stdio {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("leader-election.log");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::null())
 }
 
 async fn holder(env: &Env) -> Option<String> {

@@ -38,7 +38,8 @@ async fn every_metric_family_reports_the_traffic() {
     }))
     .await;
     env.wait_for::<SignalsKeyword>("k", "Ready", ready).await;
-    env.wait_for::<XWebEventTag>("purchase", "Ready", ready).await;
+    env.wait_for::<XWebEventTag>("purchase", "Ready", ready)
+        .await;
 
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     // Every 10th event has a bad phone number.
@@ -65,7 +66,10 @@ async fn every_metric_family_reports_the_traffic() {
             .clone(),
     )
     .unwrap();
-    let url = format!("http://{}/postbacks/{}/b/{token}", env.postback_addr, env.ns.name);
+    let url = format!(
+        "http://{}/postbacks/{}/b/{token}",
+        env.postback_addr, env.ns.name
+    );
     let status = reqwest::Client::new()
         .post(&url)
         .json(&events[198].event)
@@ -74,10 +78,8 @@ async fn every_metric_family_reports_the_traffic() {
         .unwrap()
         .status();
     assert_eq!(status.as_u16(), 202);
-    env.wait_for::<ConversionBridge>("b", "a duplicate", |o| {
-        o["status"]["eventsDuplicate"] == 1
-    })
-    .await;
+    env.wait_for::<ConversionBridge>("b", "a duplicate", |o| o["status"]["eventsDuplicate"] == 1)
+        .await;
 
     let text = reqwest::get(format!("http://{}/metrics", env.metrics_addr))
         .await
@@ -91,16 +93,27 @@ async fn every_metric_family_reports_the_traffic() {
         assert!(v > 0.0, "{family} {labels:?} is {v}");
     };
     for kind in ["SignalsKeyword", "XWebEventTag", "ConversionBridge"] {
-        positive("ctwa_reconcile_total", &[("kind", kind), ("result", "success")]);
+        positive(
+            "ctwa_reconcile_total",
+            &[("kind", kind), ("result", "success")],
+        );
         positive("ctwa_reconcile_duration_seconds_count", &[("kind", kind)]);
     }
     positive(
         "ctwa_upstream_requests_total",
-        &[("api", "signals"), ("operation", "create_keyword"), ("code", "201")],
+        &[
+            ("api", "signals"),
+            ("operation", "create_keyword"),
+            ("code", "201"),
+        ],
     );
     positive(
         "ctwa_upstream_requests_total",
-        &[("api", "x-ads"), ("operation", "send_conversions"), ("code", "200")],
+        &[
+            ("api", "x-ads"),
+            ("operation", "send_conversions"),
+            ("code", "200"),
+        ],
     );
     positive(
         "ctwa_upstream_request_duration_seconds_count",
@@ -113,10 +126,17 @@ async fn every_metric_family_reports_the_traffic() {
         );
     }
     assert_eq!(
-        sample(&text, "ctwa_bridge_events_total", &[("bridge", "b"), ("outcome", "rejected")]),
+        sample(
+            &text,
+            "ctwa_bridge_events_total",
+            &[("bridge", "b"), ("outcome", "rejected")]
+        ),
         Some(20.0)
     );
-    positive("ctwa_bridge_batches_total", &[("bridge", "b"), ("outcome", "sent")]);
+    positive(
+        "ctwa_bridge_batches_total",
+        &[("bridge", "b"), ("outcome", "sent")],
+    );
     assert!(sample(&text, "ctwa_bridge_lag_seconds", &[("bridge", "b")]).is_some());
     positive(
         "ctwa_rate_limit_remaining",

@@ -46,11 +46,13 @@ async fn token(State(shared): State<Arc<Shared>>, body: Option<Json<Login>>) -> 
             "Invalid username or password",
         );
     }
-    let token: String = rand::rng()
+    // A recognisable prefix lets tests search logs for leaked tokens.
+    let random: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
         .take(40)
         .map(char::from)
         .collect();
+    let token = format!("hubtok-{random}");
     let ttl = inner.token_ttl();
     inner
         .tokens

@@ -42,6 +42,51 @@ impl Drop for Env {
     }
 }
 
+/// The test credentials: distinctive, so that the log scan (tests/log_secrets.rs) finds them
+/// if they ever leak.
+pub const DIALOG_PASSWORD: &str = "dialog-pw-S3cr3t";
+pub const X_CONSUMER_SECRET: &str = "x-consumer-S3cr3t";
+pub const X_ACCESS_TOKEN_SECRET: &str = "x-token-S3cr3t";
+
+/// Where `make test` collects every log of the run (trace level), if it does.
+pub fn log_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("CTWA_TEST_LOG_DIR").map(std::path::PathBuf::from)
+}
+
+/// In-process operators log at trace level into the log directory.
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(dir) = log_dir() else { return };
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "tests".into());
+        let file =
+            std::fs::File::create(dir.join(format!("{name}-{}.log", std::process::id()))).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("trace")
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+    });
+}
+
+/// Output of an operator child process: the log directory, or nowhere.
+pub fn child_output() -> std::process::Stdio {
+    let Some(dir) = log_dir() else {
+        return std::process::Stdio::null();
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("operator-processes.log"))
+        .map(std::process::Stdio::from)
+        .unwrap()
+}
+
 pub async fn env(prefix: &str) -> Env {
     env_with(prefix, Duration::from_secs(600)).await
 }
@@ -92,33 +137,42 @@ impl Env {
                 c.public_base_url.unwrap_or_default()
             ),
             "--bridge-status-interval=1s".into(),
+            format!(
+                "--log-level={}",
+                if log_dir().is_some() { "trace" } else { "warn" }
+            ),
+            "--log-format=json".into(),
         ]
     }
 }
 
 /// The namespace, Secrets and fakes, for tests that run the operator themselves.
 pub async fn env_without_operator(prefix: &str) -> Env {
+    init_logging();
     let client = client().await;
     let ns = TestNamespace::create(&client, prefix).await;
     let fake = FakeUpstreams::start().await.unwrap();
-    fake.add_hub_user("u", "p");
+    fake.add_hub_user("u", DIALOG_PASSWORD);
     fake.add_channel("p1", "c1", "ch1");
     fake.add_x_credentials(
         XCredentials {
             consumer_key: "ck".into(),
-            consumer_secret: "cs".into(),
+            consumer_secret: X_CONSUMER_SECRET.into(),
             access_token: "at".into(),
-            access_token_secret: "ats".into(),
+            access_token_secret: X_ACCESS_TOKEN_SECRET.into(),
         },
         &["acc1"],
     );
     fake.add_x_account("acc1", "pix1");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     for (name, data) in [
-        ("dialog360", json!({"username": "u", "password": "p"})),
+        (
+            "dialog360",
+            json!({"username": "u", "password": DIALOG_PASSWORD}),
+        ),
         (
             "x-ads",
-            json!({"consumer-key": "ck", "consumer-secret": "cs", "access-token": "at", "access-token-secret": "ats"}),
+            json!({"consumer-key": "ck", "consumer-secret": X_CONSUMER_SECRET, "access-token": "at", "access-token-secret": X_ACCESS_TOKEN_SECRET}),
         ),
     ] {
         let secret: Secret = serde_json::from_value(json!({
