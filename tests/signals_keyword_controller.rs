@@ -103,7 +103,7 @@ async fn missing_secret_stalls_and_recovers_when_it_appears() {
     );
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "later"},
-        "stringData": {"username": "u", "password": "p"}
+        "stringData": {"username": "u", "password": common::DIALOG_PASSWORD}
     }))
     .unwrap();
     Api::<Secret>::namespaced(env.client.clone(), &env.ns.name)
@@ -128,7 +128,7 @@ async fn wrong_password_stalls_until_the_secret_is_fixed() {
         condition(o, "Stalled") == Some(("True".into(), "InvalidCredentials".into()))
     })
     .await;
-    let good = json!({"stringData": {"password": "p"}});
+    let good = json!({"stringData": {"password": common::DIALOG_PASSWORD}});
     secrets
         .patch("dialog360", &PatchParams::default(), &Patch::Merge(&good))
         .await
