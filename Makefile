@@ -28,13 +28,15 @@ clippy:
 
 ## make crds: regenerate crds/ from the Rust types.
 crds:
-	@rm -f crds/*.yaml
+	@rm -f crds/*.yaml charts/ctwa-operator/crds/*.yaml
 	$(CARGO) run -q --bin ctwa-operator -- crds --output-dir crds
+	cp crds/*.yaml charts/ctwa-operator/crds/
 
 crds-check:
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(CARGO) run -q --bin ctwa-operator -- crds --output-dir $$tmp && \
-	if ! diff -ru crds $$tmp; then echo "crds/ is out of date: run 'make crds' and commit the result" >&2; exit 1; fi
+	if ! diff -ru crds $$tmp || ! diff -ru charts/ctwa-operator/crds $$tmp; then \
+	  echo "crds/ or the chart's crds/ is out of date: run 'make crds' and commit the result" >&2; exit 1; fi
 
 ## make demo: the control plane, the fake upstream APIs and the operator, with examples/ applied.
 demo:

@@ -121,6 +121,11 @@ impl Env {
         self.operator = Some(tokio::spawn(run(self.client.clone(), config)));
     }
 
+    /// Run the operator in this process with its own client and configuration.
+    pub fn start_operator_with(&mut self, client: kube::Client, config: OperatorConfig) {
+        self.operator = Some(tokio::spawn(run(client, config)));
+    }
+
     /// The flags that make `ctwa-operator run` talk to this environment.
     pub fn operator_args(&self) -> Vec<String> {
         let c = self.operator_config(Duration::from_secs(600));
