@@ -1,0 +1,580 @@
+//! End-to-end benchmarks on the local control plane with the fakes (issue 7). Not part of
+//! `make test`; `make bench` runs them and assembles BENCHMARKS.md from what they write to
+//! `target/bench/*.md`. Nothing here asserts a time.
+//!
+//! `cargo bench --bench e2e -- [convergence] [throughput] [side-by-side] [budget]`
+//! (all when none is named). `CTWA_BENCH_STEADY_SECS` shortens the steady-state window.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use ctwa_testenv::{TestNamespace, kubeconfig_path, repo_root};
+use fake_upstreams::{FakeUpstreams, FaultRule, XCredentials, XRateLimits};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+
+const LATENCY_MS: u64 = 5;
+
+struct Bench {
+    client: kube::Client,
+    ns: TestNamespace,
+    fake: FakeUpstreams,
+}
+
+impl Bench {
+    async fn new(prefix: &str) -> Self {
+        let client = ctwa_testenv::client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let fake = FakeUpstreams::start().await.unwrap();
+        fake.add_hub_user("u", "bench-password");
+        fake.add_x_credentials(
+            XCredentials {
+                consumer_key: "ck".into(),
+                consumer_secret: "cs".into(),
+                access_token: "at".into(),
+                access_token_secret: "ats".into(),
+            },
+            &["acc1"],
+        );
+        fake.add_x_account("acc1", "pix1");
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        for (name, data) in [
+            ("dialog360", json!({"username": "u", "password": "bench-password"})),
+            (
+                "x-ads",
+                json!({"consumer-key": "ck", "consumer-secret": "cs", "access-token": "at", "access-token-secret": "ats"}),
+            ),
+        ] {
+            let secret: Secret = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data
+            }))
+            .unwrap();
+            secrets.create(&PostParams::default(), &secret).await.unwrap();
+        }
+        Bench { client, ns, fake }
+    }
+
+    fn latency(&self, ms: u64) {
+        self.fake.clear_faults();
+        if ms > 0 {
+            self.fake.set_fault(FaultRule {
+                latency_ms: ms,
+                ..Default::default()
+            });
+        }
+    }
+
+    fn operator(&self, extra: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
+            .args([
+                "run".to_string(),
+                format!("--namespace={}", self.ns.name),
+                format!("--signals-url={}", self.fake.signals_url()),
+                format!("--hub-url={}", self.fake.hub_url()),
+                format!("--x-ads-url={}", self.fake.x_url()),
+                format!("--metrics-addr={}", free_addr()),
+                format!("--postback-addr={}", free_addr()),
+                "--log-level=warn".into(),
+            ])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the operator binary starts")
+    }
+
+    async fn create(&self, manifest: Value) {
+        ctwa_testenv::create(&self.client, &self.ns.name, &manifest)
+            .await
+            .unwrap();
+    }
+
+    /// Objects of `plural` whose Ready condition is True.
+    async fn ready_count<K>(&self) -> usize
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.ns.name);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|o| {
+                let v = serde_json::to_value(o).unwrap();
+                v["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .count()
+    }
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+}
+
+/// (peak RSS MiB, current RSS MiB, CPU seconds) of a process.
+fn proc_stats(pid: u32) -> (f64, f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/<pid>/stat (11 and 12 after the name).
+    let cpu = (ticks(11) + ticks(12)) / clock_ticks();
+    (kb("VmHWM:") / 1024.0, kb("VmRSS:") / 1024.0, cpu)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn write_section(name: &str, markdown: &str) {
+    let dir = repo_root().join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.md")), markdown).unwrap();
+    println!("{markdown}");
+}
+
+fn per_operation(fake: &FakeUpstreams, prefix: &str) -> BTreeMap<String, usize> {
+    let mut ops = BTreeMap::new();
+    for r in fake.requests() {
+        if r.operation.starts_with(prefix) {
+            *ops.entry(r.operation).or_insert(0) += 1;
+        }
+    }
+    ops
+}
+
+async fn convergence() {
+    const KEYWORDS: usize = 1_000;
+    const TAGS: usize = 200;
+    let b = Bench::new("bench-converge").await;
+    b.fake.add_channel("p1", "c1", "ch1");
+    b.latency(LATENCY_MS);
+    let mut op = b.operator(&["--resync-interval=60s"]);
+    let started = Instant::now();
+    let manifests: Vec<Value> = (0..KEYWORDS)
+        .map(|i| json!({
+            "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsKeyword", "metadata": {"name": format!("k{i}")},
+            "spec": {"clientId": "c1", "appId": "a1", "keyword": format!("keyword {i}"),
+                     "adId": format!("ad{}", i % 50), "secretRef": {"name": "dialog360"}}
+        }))
+        .chain((0..TAGS).map(|i| json!({
+            "apiVersion": "ctwa.dev/v1alpha1", "kind": "XWebEventTag", "metadata": {"name": format!("t{i}")},
+            "spec": {"accountId": "acc1", "name": format!("tag {i}"), "type": "PURCHASE",
+                     "clickWindow": 30, "viewThroughWindow": 1, "secretRef": {"name": "x-ads"}}
+        })))
+        .collect();
+    futures::stream::iter(manifests)
+        .for_each_concurrent(32, |m| b.create(m))
+        .await;
+    let applied = started.elapsed();
+    loop {
+        let k = b.ready_count::<ctwa_operator::api::SignalsKeyword>().await;
+        let t = b.ready_count::<ctwa_operator::api::XWebEventTag>().await;
+        if k == KEYWORDS && t == TAGS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let converged = started.elapsed();
+    let (peak, _, cpu) = proc_stats(op.id());
+    let signals = per_operation(&b.fake, "signals.");
+    let x = per_operation(&b.fake, "x.");
+    let hub = per_operation(&b.fake, "hub.");
+    let mut md = format!(
+        "## 1. Convergence: {KEYWORDS} SignalsKeyword + {TAGS} XWebEventTag applied at once\n\n\
+         {LATENCY_MS} ms added to every upstream request.\n\n\
+         | figure | value |\n|---|---|\n\
+         | all objects applied after | {:.1} s |\n\
+         | all objects Ready after | **{:.1} s** |\n\
+         | operator peak RSS | {peak:.1} MiB |\n\
+         | operator CPU time until converged | {cpu:.2} s |\n\n\
+         Upstream requests per object, by operation:\n\n| operation | requests | per object |\n|---|---|---|\n",
+        applied.as_secs_f64(),
+        converged.as_secs_f64()
+    );
+    for (op_name, n) in signals.iter().chain(&x).chain(&hub) {
+        let per = if op_name.starts_with("x.") { TAGS } else { KEYWORDS };
+        md += &format!("| `{op_name}` | {n} | {:.2} |\n", *n as f64 / per as f64);
+    }
+    write_section("1-convergence", &md);
+
+    // 2. Steady state with a 60 s resync.
+    let secs: u64 = std::env::var("CTWA_BENCH_STEADY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    b.fake.clear_requests();
+    let (_, _, cpu0) = proc_stats(op.id());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (peak, rss, cpu1) = proc_stats(op.id());
+    let requests = b.fake.requests();
+    let reads = requests.iter().filter(|r| r.method == "GET").count();
+    let writes = requests.len() - reads;
+    let intervals = secs as f64 / 60.0;
+    let objects = (KEYWORDS + TAGS) as f64;
+    let md = format!(
+        "## 2. Steady state: {} objects, 60 s resync, {secs} s observed\n\n\
+         | figure | value |\n|---|---|\n\
+         | upstream reads per object per interval | {:.2} |\n\
+         | upstream writes per object per interval | **{:.3}** |\n\
+         | operator CPU while idle | {:.2} % of one core |\n\
+         | operator RSS (peak so far) | {rss:.1} MiB ({peak:.1} MiB) |\n",
+        KEYWORDS + TAGS,
+        reads as f64 / objects / intervals,
+        writes as f64 / objects / intervals,
+        (cpu1 - cpu0) / secs as f64 * 100.0,
+    );
+    write_section("2-steady-state", &md);
+    let _ = op.kill();
+    let _ = op.wait();
+    b.ns.delete().await;
+}
+
+fn converted_events(prefix: &str, n: u64, from: jiff::Timestamp, span_secs: f64) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let at = from
+                .checked_add(jiff::SignedDuration::from_secs_f64(span_secs * i as f64 / n as f64))
+                .unwrap();
+            json!({"id": format!("{prefix}-{i}"), "app_id": "a1", "ad_id": "ad1", "phone": format!("1555{:07}", i % 10_000_000),
+                   "type": "converted", "type_value": "order", "date": at.strftime("%Y-%m-%dT%H:%M:%S%.3f").to_string()})
+        })
+        .collect()
+}
+
+fn bridge(name: &str, start: jiff::Timestamp, event_id: &str, extra: Value) -> Value {
+    let mut m = json!({
+        "apiVersion": "ctwa.dev/v1alpha1", "kind": "ConversionBridge", "metadata": {"name": name},
+        "spec": {
+            "source": {"signals": {"clientId": "c1", "appId": "a1", "secretRef": {"name": "dialog360"},
+                                   "pollInterval": "5s", "startTime": start.to_string()}},
+            "destination": {"x": {"pixelId": "pix1", "eventId": event_id, "secretRef": {"name": "x-ads"}}},
+            "batching": {"maxBatchSize": 500, "flushInterval": "1s"},
+            "rateLimit": {"eventsPer15Min": 10_000_000}
+        }
+    });
+    merge(&mut m["spec"], extra);
+    m
+}
+
+fn merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+fn unlimited(fake: &FakeUpstreams) {
+    fake.set_x_rate_limits(XRateLimits {
+        conversions: 1_000_000_000_000,
+        requests: 1_000_000_000,
+        window_seconds: 900,
+    });
+}
+
+async fn wait_received(fake: &FakeUpstreams, n: usize, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while fake.distinct_conversion_ids().len() < n {
+        assert!(started.elapsed() < limit, "only {} of {n} after {limit:?}", fake.distinct_conversion_ids().len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    started.elapsed()
+}
+
+async fn throughput() {
+    const EVENTS: u64 = 1_000_000;
+    let b = Bench::new("bench-throughput").await;
+    unlimited(&b.fake);
+    b.latency(LATENCY_MS);
+    let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    let now = jiff::Timestamp::now();
+    let start = now - jiff::SignedDuration::from_hours(25);
+    for chunk in 0..10u64 {
+        let from = start + jiff::SignedDuration::from_secs((chunk * 8_640) as i64);
+        let events = converted_events(&format!("c{chunk}"), EVENTS / 10, from, 8_640.0);
+        b.fake.seed_events("c1", "a1", events);
+    }
+    let mut op = b.operator(&[]);
+    let started = Instant::now();
+    b.create(bridge("bulk", start, &tag, json!({}))).await;
+    let took = wait_received(&b.fake, EVENTS as usize, Duration::from_secs(3_600)).await;
+    let elapsed = started.elapsed().max(took);
+    let (peak, _, cpu) = proc_stats(op.id());
+    let requests = b
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "x.send_conversions" && r.status == 200)
+        .count();
+    let pages = b
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "signals.list_events")
+        .count();
+    let received = b.fake.conversions().len();
+    let md = format!(
+        "## 4. Bridge end to end: {EVENTS} events, rate limits off, {LATENCY_MS} ms upstream latency\n\n\
+         | figure | value |\n|---|---|\n\
+         | wall time | {:.1} s |\n\
+         | throughput | **{:.0} events/s** |\n\
+         | conversion requests sent | {requests} |\n\
+         | batch fill ratio | {:.3} |\n\
+         | events-list pages read | {pages} |\n\
+         | operator CPU time | {cpu:.1} s |\n\
+         | operator peak RSS | {peak:.1} MiB |\n",
+        elapsed.as_secs_f64(),
+        EVENTS as f64 / elapsed.as_secs_f64(),
+        received as f64 / (requests.max(1) * 500) as f64,
+    );
+    write_section("4-throughput", &md);
+    let _ = op.kill();
+    let _ = op.wait();
+
+    // Postback latency at 1000/s.
+    let b2 = Bench::new("bench-latency").await;
+    unlimited(&b2.fake);
+    b2.latency(LATENCY_MS);
+    let tag = b2.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    let postback_addr = free_addr();
+    let mut op = Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
+        .args([
+            "run".to_string(),
+            format!("--namespace={}", b2.ns.name),
+            format!("--signals-url={}", b2.fake.signals_url()),
+            format!("--hub-url={}", b2.fake.hub_url()),
+            format!("--x-ads-url={}", b2.fake.x_url()),
+            format!("--metrics-addr={}", free_addr()),
+            format!("--postback-addr={postback_addr}"),
+            "--log-level=warn".into(),
+        ])
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    b2.create(bridge(
+        "live",
+        jiff::Timestamp::now(),
+        &tag,
+        json!({"source": {"postbacks": {"enabled": true}}}),
+    ))
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(b2.client.clone(), &b2.ns.name);
+    let token = loop {
+        if let Some(s) = secrets.get_opt("live-postback-token").await.unwrap()
+            && let Some(t) = s.data.as_ref().and_then(|d| d.get("token"))
+        {
+            break String::from_utf8(t.0.clone()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let url = format!("http://{postback_addr}/postbacks/{}/live/{token}", b2.ns.name);
+    let http = reqwest::Client::new();
+    let mut sent: HashMap<String, SystemTime> = HashMap::new();
+    const SECONDS: u64 = 20;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for round in 0..SECONDS * 10 {
+        tick.tick().await;
+        let now = jiff::Timestamp::now();
+        let events: Vec<Value> = (0..100)
+            .map(|j| {
+                json!({"id": format!("live-{round}-{j}"), "app_id": "a1", "ad_id": "ad1", "phone": format!("1555{:07}", round * 100 + j),
+                       "type": "converted", "date": now.strftime("%Y-%m-%dT%H:%M:%S%.3f").to_string()})
+            })
+            .collect();
+        let at = SystemTime::now();
+        let r = http.post(&url).json(&events).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        for e in &events {
+            sent.insert(e["id"].as_str().unwrap().to_string(), at);
+        }
+    }
+    wait_received(&b2.fake, sent.len(), Duration::from_secs(120)).await;
+    let mut latencies: Vec<f64> = b2
+        .fake
+        .conversions()
+        .iter()
+        .filter_map(|c| {
+            let id = c.conversion["conversion_id"].as_str()?;
+            Some(c.at.duration_since(*sent.get(id)?).ok()?.as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let md = format!(
+        "### Postback latency at 1,000 events/s for {SECONDS} s (maxBatchSize 500, flushInterval 1s)\n\n\
+         | figure | value |\n|---|---|\n\
+         | postbacks | {} |\n| p50 postback → arrival at X | **{:.0} ms** |\n| p99 | **{:.0} ms** |\n| max | {:.0} ms |\n",
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    write_section("4b-latency", &md);
+    let _ = op.kill();
+    let _ = op.wait();
+    b.ns.delete().await;
+    b2.ns.delete().await;
+}
+
+async fn side_by_side() {
+    const EVENTS: u64 = 100_000;
+    let b = Bench::new("bench-side").await;
+    unlimited(&b.fake);
+    let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    let now = jiff::Timestamp::now();
+    let start = now - jiff::SignedDuration::from_hours(2);
+    b.fake.seed_events("c1", "a1", converted_events("s", EVENTS, start, 3_600.0));
+    let python = Command::new(repo_root().join("scripts/bench-python.sh"))
+        .output()
+        .expect("scripts/bench-python.sh");
+    assert!(python.status.success(), "{}", String::from_utf8_lossy(&python.stderr));
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
+
+    let fmt = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    let started = Instant::now();
+    let out = Command::new(&python)
+        .arg(repo_root().join("scripts/naive_forwarder.py"))
+        .args([
+            "--hub-url", &b.fake.hub_url(), "--signals-url", &b.fake.signals_url(), "--x-url", &b.fake.x_url(),
+            "--client", "c1", "--app", "a1", "--pixel", "pix1", "--event-id", &tag,
+            "--username", "u", "--password", "bench-password",
+            "--consumer-key", "ck", "--consumer-secret", "cs", "--access-token", "at", "--access-token-secret", "ats",
+            "--date-from", &fmt(start - jiff::SignedDuration::from_secs(60)), "--date-to", &fmt(jiff::Timestamp::now()),
+        ])
+        .output()
+        .expect("the naive forwarder runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let naive_time = started.elapsed();
+    let naive_requests = b
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "x.send_conversions")
+        .count();
+    assert_eq!(b.fake.distinct_conversion_ids().len(), EVENTS as usize);
+
+    // The bridge, against the same fake, for the same events (X keeps what it received, so
+    // count this run's conversions separately).
+    b.fake.clear_requests();
+    let before = b.fake.conversions().len();
+    let mut op = b.operator(&[]);
+    let started = Instant::now();
+    b.create(bridge("side", start - jiff::SignedDuration::from_secs(60), &tag, json!({}))).await;
+    while b.fake.conversions().len() - before < EVENTS as usize {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bridge_time = started.elapsed();
+    let bridge_requests = b
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "x.send_conversions")
+        .count();
+    let md = format!(
+        "## 5. Side by side: {EVENTS} events, the same fake (no added latency)\n\n\
+         | | naive forwarder (Python, one conversion per request) | ctwa-operator bridge |\n|---|---|---|\n\
+         | wall time | {:.1} s | {:.1} s |\n| requests to X | {naive_requests} | {bridge_requests} |\n\n\
+         Wall-time ratio naive / bridge: **{:.1}×**; request-count ratio: **{:.0}×**.\n",
+        naive_time.as_secs_f64(),
+        bridge_time.as_secs_f64(),
+        naive_time.as_secs_f64() / bridge_time.as_secs_f64(),
+        naive_requests as f64 / bridge_requests.max(1) as f64,
+    );
+    write_section("5-side-by-side", &md);
+    let _ = op.kill();
+    let _ = op.wait();
+    b.ns.delete().await;
+}
+
+async fn budget() {
+    const BUDGET: u64 = 60_000;
+    const SECONDS: u64 = 60;
+    let b = Bench::new("bench-budget").await;
+    b.fake.set_x_rate_limits(XRateLimits {
+        conversions: BUDGET,
+        requests: 100_000,
+        window_seconds: 900,
+    });
+    b.latency(LATENCY_MS);
+    let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    let now = jiff::Timestamp::now();
+    let start = now - jiff::SignedDuration::from_hours(3);
+    b.fake.seed_events("c1", "a1", converted_events("r", 150_000, start, 3.0 * 3_600.0 - 60.0));
+    let mut op = b.operator(&[]);
+    b.create(bridge("budget", start, &tag, json!({"rateLimit": {"eventsPer15Min": BUDGET}})))
+        .await;
+    tokio::time::sleep(Duration::from_secs(SECONDS)).await;
+    let used = b.fake.conversions().len();
+    let refused = b
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "x.send_conversions" && r.status == 429)
+        .count();
+    let md = format!(
+        "## 6. Rate budget: {BUDGET} conversions per 15 min per account, a 150,000-event backlog, {SECONDS} s observed\n\n\
+         | figure | value |\n|---|---|\n\
+         | conversions accepted in the window | {used} |\n| share of the budget used | **{:.1} %** |\n| 429 answers provoked | **{refused}** |\n",
+        used as f64 / BUDGET as f64 * 100.0
+    );
+    write_section("6-budget", &md);
+    let _ = op.kill();
+    let _ = op.wait();
+    b.ns.delete().await;
+}
+
+#[tokio::main]
+async fn main() {
+    ctwa_operator::upstream::http::install_crypto_provider();
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    if run("convergence") {
+        convergence().await;
+    }
+    if run("throughput") {
+        throughput().await;
+    }
+    if run("side-by-side") {
+        side_by_side().await;
+    }
+    if run("budget") {
+        budget().await;
+    }
+}
