@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod apidocs;
 pub mod bridge;
 pub mod controllers;
 pub mod crdgen;
