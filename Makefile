@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean
+.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench
 
 all: build
 
@@ -11,7 +11,7 @@ build:
 
 ## make test: everything CI runs — formatting, lints, CRD drift, unit and integration tests
 ## against a real kube-apiserver + etcd (built once and cached under ~/.cache/ctwa-operator).
-test: fmt-check clippy crds-check
+test: fmt-check clippy crds-check docs-check
 	@was_up=$$(scripts/control-plane.sh status >/dev/null 2>&1 && echo yes); \
 	scripts/control-plane.sh up >/dev/null || exit 1; \
 	rm -rf target/test-logs; \
@@ -54,3 +54,13 @@ control-plane-down:
 clean:
 	scripts/control-plane.sh down || true
 	$(CARGO) clean
+
+## make docs: regenerate docs/api.md (from the CRD schemas) and docs/health/ (Argo CD health checks).
+docs:
+	CTWA_UPDATE_DOCS=1 $(CARGO) test -q --lib apidocs
+	scripts/gen-health-checks.sh
+
+## make docs-check: fail when docs/api.md or docs/health/ is out of date.
+docs-check:
+	$(CARGO) test -q --lib apidocs
+	scripts/gen-health-checks.sh --check
