@@ -64,3 +64,11 @@ docs:
 docs-check:
 	$(CARGO) test -q --lib apidocs
 	scripts/gen-health-checks.sh --check
+
+## make bench: the benchmarks of BENCHMARKS.md (minutes; not part of make test).
+bench:
+	@scripts/control-plane.sh up >/dev/null
+	@mkdir -p target/bench
+	$(CARGO) bench --bench pipeline -- --warm-up-time 1 --measurement-time 5 | tee target/bench/pipeline.txt
+	$(CARGO) bench --bench e2e
+	scripts/bench-report.sh > BENCHMARKS.md

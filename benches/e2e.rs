@@ -42,7 +42,10 @@ impl Bench {
         fake.add_x_account("acc1", "pix1");
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
         for (name, data) in [
-            ("dialog360", json!({"username": "u", "password": "bench-password"})),
+            (
+                "dialog360",
+                json!({"username": "u", "password": "bench-password"}),
+            ),
             (
                 "x-ads",
                 json!({"consumer-key": "ck", "consumer-secret": "cs", "access-token": "at", "access-token-secret": "ats"}),
@@ -52,7 +55,10 @@ impl Bench {
                 "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data
             }))
             .unwrap();
-            secrets.create(&PostParams::default(), &secret).await.unwrap();
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
         }
         Bench { client, ns, fake }
     }
@@ -110,9 +116,10 @@ impl Bench {
             .iter()
             .filter(|o| {
                 let v = serde_json::to_value(o).unwrap();
-                v["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                v["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
             })
             .count()
     }
@@ -140,7 +147,12 @@ fn proc_stats(pid: u32) -> (f64, f64, f64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of /proc/<pid>/stat (11 and 12 after the name).
     let cpu = (ticks(11) + ticks(12)) / clock_ticks();
     (kb("VmHWM:") / 1024.0, kb("VmRSS:") / 1024.0, cpu)
@@ -223,7 +235,11 @@ async fn convergence() {
         converged.as_secs_f64()
     );
     for (op_name, n) in signals.iter().chain(&x).chain(&hub) {
-        let per = if op_name.starts_with("x.") { TAGS } else { KEYWORDS };
+        let per = if op_name.starts_with("x.") {
+            TAGS
+        } else {
+            KEYWORDS
+        };
         md += &format!("| `{op_name}` | {n} | {:.2} |\n", *n as f64 / per as f64);
     }
     write_section("1-convergence", &md);
@@ -309,7 +325,11 @@ fn unlimited(fake: &FakeUpstreams) {
 async fn wait_received(fake: &FakeUpstreams, n: usize, limit: Duration) -> Duration {
     let started = Instant::now();
     while fake.distinct_conversion_ids().len() < n {
-        assert!(started.elapsed() < limit, "only {} of {n} after {limit:?}", fake.distinct_conversion_ids().len());
+        assert!(
+            started.elapsed() < limit,
+            "only {} of {n} after {limit:?}",
+            fake.distinct_conversion_ids().len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     started.elapsed()
@@ -404,7 +424,10 @@ async fn throughput() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let url = format!("http://{postback_addr}/postbacks/{}/live/{token}", b2.ns.name);
+    let url = format!(
+        "http://{postback_addr}/postbacks/{}/live/{token}",
+        b2.ns.name
+    );
     let http = reqwest::Client::new();
     let mut sent: HashMap<String, SystemTime> = HashMap::new();
     const SECONDS: u64 = 20;
@@ -460,11 +483,16 @@ async fn side_by_side() {
     let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
     let now = jiff::Timestamp::now();
     let start = now - jiff::SignedDuration::from_hours(2);
-    b.fake.seed_events("c1", "a1", converted_events("s", EVENTS, start, 3_600.0));
+    b.fake
+        .seed_events("c1", "a1", converted_events("s", EVENTS, start, 3_600.0));
     let python = Command::new(repo_root().join("scripts/bench-python.sh"))
         .output()
         .expect("scripts/bench-python.sh");
-    assert!(python.status.success(), "{}", String::from_utf8_lossy(&python.stderr));
+    assert!(
+        python.status.success(),
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
     let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
 
     let fmt = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S").to_string();
@@ -472,15 +500,44 @@ async fn side_by_side() {
     let out = Command::new(&python)
         .arg(repo_root().join("scripts/naive_forwarder.py"))
         .args([
-            "--hub-url", &b.fake.hub_url(), "--signals-url", &b.fake.signals_url(), "--x-url", &b.fake.x_url(),
-            "--client", "c1", "--app", "a1", "--pixel", "pix1", "--event-id", &tag,
-            "--username", "u", "--password", "bench-password",
-            "--consumer-key", "ck", "--consumer-secret", "cs", "--access-token", "at", "--access-token-secret", "ats",
-            "--date-from", &fmt(start - jiff::SignedDuration::from_secs(60)), "--date-to", &fmt(jiff::Timestamp::now()),
+            "--hub-url",
+            &b.fake.hub_url(),
+            "--signals-url",
+            &b.fake.signals_url(),
+            "--x-url",
+            &b.fake.x_url(),
+            "--client",
+            "c1",
+            "--app",
+            "a1",
+            "--pixel",
+            "pix1",
+            "--event-id",
+            &tag,
+            "--username",
+            "u",
+            "--password",
+            "bench-password",
+            "--consumer-key",
+            "ck",
+            "--consumer-secret",
+            "cs",
+            "--access-token",
+            "at",
+            "--access-token-secret",
+            "ats",
+            "--date-from",
+            &fmt(start - jiff::SignedDuration::from_secs(60)),
+            "--date-to",
+            &fmt(jiff::Timestamp::now()),
         ])
         .output()
         .expect("the naive forwarder runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let naive_time = started.elapsed();
     let naive_requests = b
         .fake
@@ -496,7 +553,13 @@ async fn side_by_side() {
     let before = b.fake.conversions().len();
     let mut op = b.operator(&[]);
     let started = Instant::now();
-    b.create(bridge("side", start - jiff::SignedDuration::from_secs(60), &tag, json!({}))).await;
+    b.create(bridge(
+        "side",
+        start - jiff::SignedDuration::from_secs(60),
+        &tag,
+        json!({}),
+    ))
+    .await;
     while b.fake.conversions().len() - before < EVENTS as usize {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -536,10 +599,19 @@ async fn budget() {
     let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
     let now = jiff::Timestamp::now();
     let start = now - jiff::SignedDuration::from_hours(3);
-    b.fake.seed_events("c1", "a1", converted_events("r", 150_000, start, 3.0 * 3_600.0 - 60.0));
+    b.fake.seed_events(
+        "c1",
+        "a1",
+        converted_events("r", 150_000, start, 3.0 * 3_600.0 - 60.0),
+    );
     let mut op = b.operator(&[]);
-    b.create(bridge("budget", start, &tag, json!({"rateLimit": {"eventsPer15Min": BUDGET}})))
-        .await;
+    b.create(bridge(
+        "budget",
+        start,
+        &tag,
+        json!({"rateLimit": {"eventsPer15Min": BUDGET}}),
+    ))
+    .await;
     tokio::time::sleep(Duration::from_secs(SECONDS)).await;
     let used = b.fake.conversions().len();
     let refused = b
@@ -563,7 +635,10 @@ async fn budget() {
 #[tokio::main]
 async fn main() {
     ctwa_operator::upstream::http::install_crypto_provider();
-    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     if run("convergence") {
         convergence().await;

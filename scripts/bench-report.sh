@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Assembles BENCHMARKS.md from what `make bench` measured (target/bench/).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DIR="$ROOT/target/bench"
+cat <<HDR
+# Benchmarks
+
+Measured by \`make bench\` on $(date -u +%Y-%m-%d). Nothing here is asserted by a test; the
+numbers describe one run on this machine:
+
+- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') — $(nproc) cores
+- Memory: $(awk '/MemTotal/ {printf "%.0f GiB", $2/1024/1024}' /proc/meminfo)
+- Kernel: $(uname -r); $(rustc --version)
+- Control plane: the local kube-apiserver v1.34.4 + etcd of the tests; upstream APIs: the fakes
+  in \`fake-upstreams/\` on loopback, with the latency each section states.
+- The operator is the release build, run as its own process.
+
+HDR
+for f in "$DIR"/1-*.md "$DIR"/2-*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done
+if [ -f "$DIR/pipeline.txt" ]; then
+  echo "## 3. Bridge pipeline micro-benchmark (criterion, one core)"
+  echo
+  echo "Map + normalise + hash one Signals event, and map + serialise a 500-conversion body:"
+  echo
+  echo '```'
+  grep -E '^[a-z_0-9/]+ +time:|^ +thrpt:|^[a-z_0-9/]+$|^ +time:' "$DIR/pipeline.txt" || true
+  echo '```'
+  echo
+fi
+for f in "$DIR"/4-*.md "$DIR"/4b-*.md "$DIR"/5-*.md "$DIR"/6-*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done
