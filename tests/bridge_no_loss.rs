@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use common::events::{bridge, event, received_counts};
@@ -22,13 +22,7 @@ const INVALID_EVERY: u64 = 20;
 const LOOKBACK_SECS: i64 = 30;
 
 fn start_operator(env: &Env) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
-        .args(env.operator_args())
-        .env("KUBECONFIG", ctwa_testenv::kubeconfig_path())
-        .stdout(common::child_output())
-        .stderr(common::child_output())
-        .spawn()
-        .expect("the operator binary starts")
+    env.spawn_operator(env.operator_args(), &[])
 }
 
 #[tokio::test]
@@ -158,12 +152,7 @@ async fn sigkill_faults_and_dropped_postbacks_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let o = env
-        .wait_for_long::<ConversionBridge>("b", |o| {
-            o["status"]["checkpoint"]
-                .as_str()
-                .and_then(|c| c.parse::<Timestamp>().ok())
-                .is_some_and(|c| c > last)
-        })
+        .wait_for_long::<ConversionBridge>("b", common::events::checkpoint_past(last))
         .await;
     operator.kill().unwrap();
     operator.wait().unwrap();

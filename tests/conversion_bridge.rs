@@ -46,8 +46,7 @@ async fn ten_thousand_mixed_events_become_exactly_the_configured_conversions() {
         &common::events::TYPES,
         0,
     );
-    env.fake
-        .seed_events("c1", "a1", events.iter().map(|g| g.event.clone()).collect());
+    env.seed(&events);
     let wanted: Vec<_> = events
         .iter()
         .filter(|g| types.contains(&g.event["type"].as_str().unwrap()))
@@ -206,8 +205,7 @@ async fn configuration_errors_stall_until_the_spec_or_secret_is_fixed() {
         &["converted"],
         0,
     );
-    env.fake
-        .seed_events("c1", "a1", first.iter().map(|g| g.event.clone()).collect());
+    env.seed(&first);
 
     // An event_id X does not know: Stalled, nothing sent, checkpoint where it started.
     env.create::<ConversionBridge>(bridge(
@@ -251,8 +249,7 @@ async fn configuration_errors_stall_until_the_spec_or_secret_is_fixed() {
     let stalled_at = checkpoint(&o).unwrap();
     let now = Timestamp::now();
     let second = spread("b", 100, now - 3.seconds(), now, &["converted"], 0);
-    env.fake
-        .seed_events("c1", "a1", second.iter().map(|g| g.event.clone()).collect());
+    env.seed(&second);
     tokio::time::sleep(Duration::from_secs(6)).await;
     let o = env.api::<ConversionBridge>().get("b").await.unwrap();
     assert_eq!(o.status.unwrap().checkpoint.map(|t| t.0), Some(stalled_at));
@@ -341,8 +338,7 @@ async fn suspend_stops_forwarding_and_resume_loses_nothing() {
         &["converted"],
         0,
     );
-    env.fake
-        .seed_events("c1", "a1", first.iter().map(|g| g.event.clone()).collect());
+    env.seed(&first);
     env.create::<ConversionBridge>(bridge(
         "b",
         start,
@@ -362,8 +358,7 @@ async fn suspend_stops_forwarding_and_resume_loses_nothing() {
     // Events keep arriving while suspended.
     let now = Timestamp::now();
     let second = spread("b", 300, held, now, &["converted"], 0);
-    env.fake
-        .seed_events("c1", "a1", second.iter().map(|g| g.event.clone()).collect());
+    env.seed(&second);
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(env.fake.distinct_conversion_ids().len(), 200);
     let o = env.api::<ConversionBridge>().get("b").await.unwrap();

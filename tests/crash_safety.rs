@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{Env, env_without_operator, ready};
@@ -13,13 +13,7 @@ use fake_upstreams::FaultRule;
 use serde_json::json;
 
 fn start_operator(env: &Env) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
-        .args(env.operator_args())
-        .env("KUBECONFIG", ctwa_testenv::kubeconfig_path())
-        .stdout(common::child_output())
-        .stderr(common::child_output())
-        .spawn()
-        .expect("the operator binary starts")
+    env.spawn_operator(env.operator_args(), &[])
 }
 
 #[tokio::test]

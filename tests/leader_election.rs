@@ -24,7 +24,7 @@ struct Operator {
 }
 
 fn start(env: &Env, host: &str, extra: &[&str]) -> Operator {
-    let args: Vec<String> = env
+    let mut args: Vec<String> = env
         .operator_args()
         .into_iter()
         .map(|a| match a.split_once('=') {
@@ -38,21 +38,17 @@ fn start(env: &Env, host: &str, extra: &[&str]) -> Operator {
             _ => a,
         })
         .collect();
-    let child = Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
-        .args(args)
-        .args([
-            "--leader-election",
-            &format!("--leader-election-namespace={}", env.ns.name),
-            "--lease-name=ctwa-test",
-            &format!("--lease-duration={LEASE_SECS}s"),
-        ])
-        .args(extra)
-        .env("KUBECONFIG", ctwa_testenv::kubeconfig_path())
-        .env("POD_NAME", host)
-        .stdout(common::child_output())
-        .stderr(common::child_output())
-        .spawn()
-        .expect("the operator binary starts");
+    args.extend(
+        [
+            "--leader-election".to_string(),
+            format!("--leader-election-namespace={}", env.ns.name),
+            "--lease-name=ctwa-test".into(),
+            format!("--lease-duration={LEASE_SECS}s"),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|s| s.to_string())),
+    );
+    let child = env.spawn_operator(args, &[("POD_NAME", host)]);
     let identity_prefix = format!("{host}-{}", child.id());
     Operator {
         child,
@@ -107,8 +103,7 @@ async fn only_the_leader_works_and_a_killed_leader_is_replaced() {
     }
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     let first = spread("a", 500, now - 1.minute(), now, &["converted"], 0);
-    env.fake
-        .seed_events("c1", "a1", first.iter().map(|g| g.event.clone()).collect());
+    env.seed(&first);
     env.create::<ConversionBridge>(bridge(
         "b",
         now - 2.minutes(),
@@ -146,15 +141,9 @@ async fn only_the_leader_works_and_a_killed_leader_is_replaced() {
     // The bridge continues from its checkpoint: new events arrive, nothing is lost.
     let now = Timestamp::now();
     let second = spread("b", 300, now - 2.seconds(), now, &["converted"], 0);
-    env.fake
-        .seed_events("c1", "a1", second.iter().map(|g| g.event.clone()).collect());
-    env.wait_for_long::<ConversionBridge>("b", |o| {
-        o["status"]["checkpoint"]
-            .as_str()
-            .and_then(|c| c.parse::<Timestamp>().ok())
-            .is_some_and(|c| c > now)
-    })
-    .await;
+    env.seed(&second);
+    env.wait_for_long::<ConversionBridge>("b", common::events::checkpoint_past(now))
+        .await;
     let ids = env.fake.distinct_conversion_ids();
     assert!(first.iter().chain(&second).all(|g| ids.contains(&g.id)));
     assert!(hosts(&env).contains("localhost"));
@@ -180,8 +169,7 @@ async fn sigterm_delivers_what_is_in_flight_and_releases_the_lease() {
     });
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     let events = spread("ev", 3_000, now - 1.minute(), now, &["converted"], 0);
-    env.fake
-        .seed_events("c1", "a1", events.iter().map(|g| g.event.clone()).collect());
+    env.seed(&events);
     env.create::<ConversionBridge>(bridge(
         "b",
         now - 2.minutes(),
@@ -235,13 +223,8 @@ async fn sigterm_delivers_what_is_in_flight_and_releases_the_lease() {
     // A new process continues; nothing is lost.
     env.fake.clear_faults();
     let _op = start(&env, "127.0.0.1", &[]);
-    env.wait_for_long::<ConversionBridge>("b", |o| {
-        o["status"]["checkpoint"]
-            .as_str()
-            .and_then(|c| c.parse::<Timestamp>().ok())
-            .is_some_and(|c| c > now)
-    })
-    .await;
+    env.wait_for_long::<ConversionBridge>("b", common::events::checkpoint_past(now))
+        .await;
     let ids = env.fake.distinct_conversion_ids();
     assert!(events.iter().all(|g| ids.contains(&g.id)));
 }

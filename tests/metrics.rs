@@ -44,8 +44,7 @@ async fn every_metric_family_reports_the_traffic() {
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     // Every 10th event has a bad phone number.
     let events = spread("ev", 200, now - 1.minute(), now, &["converted"], 10);
-    env.fake
-        .seed_events("c1", "a1", events.iter().map(|g| g.event.clone()).collect());
+    env.seed(&events);
     env.create::<ConversionBridge>(bridge(
         "b",
         now - 2.minutes(),

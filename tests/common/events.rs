@@ -138,3 +138,13 @@ pub fn merge(target: &mut Value, patch: Value) {
         (t, p) => *t = p,
     }
 }
+
+/// The bridge's checkpoint is past `t`: every event dated before `t` is settled.
+pub fn checkpoint_past(t: Timestamp) -> impl Fn(&Value) -> bool {
+    move |o| {
+        o["status"]["checkpoint"]
+            .as_str()
+            .and_then(|c| c.parse::<Timestamp>().ok())
+            .is_some_and(|c| c > t)
+    }
+}

@@ -126,6 +126,25 @@ impl Env {
         self.operator = Some(tokio::spawn(run(client, config)));
     }
 
+    /// The operator binary as a child process with `args` and environment `envs`, its output
+    /// in the log directory.
+    pub fn spawn_operator(&self, args: Vec<String>, envs: &[(&str, &str)]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("KUBECONFIG", ctwa_testenv::kubeconfig_path())
+            .stdout(child_output())
+            .stderr(child_output())
+            .spawn()
+            .expect("the operator binary starts")
+    }
+
+    /// Seed `events` into the Signals events list of app c1/a1.
+    pub fn seed(&self, events: &[events::Generated]) {
+        self.fake
+            .seed_events("c1", "a1", events.iter().map(|g| g.event.clone()).collect());
+    }
+
     /// The flags that make `ctwa-operator run` talk to this environment.
     pub fn operator_args(&self) -> Vec<String> {
         let c = self.operator_config(Duration::from_secs(600));
