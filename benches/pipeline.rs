@@ -1,0 +1,60 @@
+//! The bridge's CPU work per event: map (E.164 normalisation, SHA-256, time formatting) and
+//! serialise the request body. `make bench` records the figures in BENCHMARKS.md.
+
+use std::collections::HashSet;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ctwa_operator::api::SignalsEventType;
+use ctwa_operator::bridge::mapping::{EventFilter, Mapped, map_event};
+use serde_json::{Value, json};
+
+fn events(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({
+                "id": format!("ev-{i:08}"), "app_id": "app", "ad_id": "120210000000000001",
+                "campaign_id": "120210000000000000", "phone": format!("+49 151 {:08}", 10_000_000 + i),
+                "type": "converted", "type_id": "kw-1", "type_value": "order confirmed",
+                "date": format!("2026-11-02T10:{:02}:{:02}.{:03}", (i / 60) % 60, i % 60, i % 1000)
+            })
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let filter = EventFilter {
+        types: HashSet::from([SignalsEventType::Converted]),
+        ad_ids: HashSet::new(),
+    };
+    let one = events(1).remove(0);
+    let mut group = c.benchmark_group("map_event");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("single", |b| {
+        b.iter(|| map_event(std::hint::black_box(&one), &filter, "o87ne"))
+    });
+    group.finish();
+
+    let batch = events(500);
+    let mut group = c.benchmark_group("map_and_serialise_batch_500");
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("batch", |b| {
+        b.iter_batched(
+            || batch.clone(),
+            |events| {
+                let conversions: Vec<_> = events
+                    .iter()
+                    .filter_map(|e| match map_event(e, &filter, "o87ne") {
+                        Mapped::Convert { conversion, .. } => Some(conversion),
+                        _ => None,
+                    })
+                    .collect();
+                serde_json::to_vec(&json!({ "conversions": conversions })).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
