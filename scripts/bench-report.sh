@@ -31,3 +31,15 @@ if [ -f "$DIR/pipeline.txt" ]; then
   echo
 fi
 for f in "$DIR"/4-*.md "$DIR"/4b-*.md "$DIR"/5-*.md "$DIR"/6-*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done
+cat <<'NOTES'
+## Reading the numbers
+
+- The fakes run inside the benchmark process and share its two cores with the control plane
+  and the operator; end-to-end figures are bounded by that setup, not by the operator alone.
+  The operator's own CPU time is reported next to each wall time for that reason: in the
+  million-event run it is the better measure of what the bridge costs.
+- Steady state: reads per object per interval are the drift checks (one GET per object per
+  resync interval, spread by ±10 % jitter); writes stay at zero, upstream and in status.
+- The rate-budget run uses X's published budget with a fixed 15-minute window: the bridge sends
+  the whole budget, then waits for X's `x-rate-limit-reset` instead of provoking 429s.
+NOTES
