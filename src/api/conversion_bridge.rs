@@ -192,6 +192,19 @@ pub struct Batching {
     pub flush_interval: String,
 }
 
+impl ConversionBridge {
+    /// Nothing dated before this is forwarded: `startTime`, else the bridge's creation.
+    pub fn start_time(&self) -> jiff::Timestamp {
+        self.spec
+            .source
+            .signals
+            .start_time
+            .as_ref()
+            .or(self.metadata.creation_timestamp.as_ref())
+            .map_or_else(jiff::Timestamp::now, |t| t.0)
+    }
+}
+
 impl Default for Batching {
     fn default() -> Self {
         Self {

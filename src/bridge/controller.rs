@@ -28,7 +28,7 @@ use super::worker::WorkerConfig;
 use crate::api::{ConversionBridge, SignalsEventType, XWebEventTag};
 use crate::controllers::{DialogUpstream, XUpstream, secret_data};
 use crate::metrics::Metrics;
-use crate::reconcile::conditions::Reason;
+use crate::reconcile::conditions::{Reason, is_ready};
 use crate::reconcile::controller::Scope;
 use crate::reconcile::failure::Failure;
 use crate::reconcile::managed::parse_duration;
@@ -269,12 +269,6 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
         .iter()
         .filter_map(|t| serde_json::to_value(t).ok()?.as_str().map(String::from))
         .collect();
-    let start = signals
-        .start_time
-        .as_ref()
-        .map(|t| t.0)
-        .or_else(|| bridge.meta().creation_timestamp.as_ref().map(|t| t.0))
-        .unwrap_or_else(jiff::Timestamp::now);
     let config = WorkerConfig {
         namespace: namespace.clone(),
         name: bridge.name_any(),
@@ -292,7 +286,7 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
             ad_ids: signals.ad_ids.iter().cloned().collect(),
         },
         poll: PollSpec {
-            start,
+            start: bridge.start_time(),
             lookback: duration("lookback", &signals.lookback)?,
             event_type: single(type_names),
             ad_id: single(signals.ad_ids.clone()),
@@ -320,15 +314,10 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
 async fn tag_id(kube: &kube::Client, namespace: &str, name: &str) -> Result<String, Resolve> {
     let tags: Api<XWebEventTag> = Api::namespaced(kube.clone(), namespace);
     let tag = tags.get_opt(name).await?;
-    let ready_id = tag.and_then(|t| {
-        let status = t.status?;
-        let ready = status
-            .common
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(status.tag_id).flatten()
-    });
+    let ready_id = tag
+        .and_then(|t| t.status)
+        .filter(|s| is_ready(&s.common.conditions))
+        .and_then(|s| s.tag_id);
     ready_id.ok_or_else(|| {
         Failure::Waiting {
             reason: Reason::DependencyNotReady,

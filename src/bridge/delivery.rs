@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::reconcile::backoff::jitter_fraction;
+use crate::reconcile::conditions::Reason;
 use crate::upstream::error::{ErrorClass, UpstreamError};
 use crate::upstream::x_ads::Conversion;
 
@@ -21,9 +22,11 @@ pub enum SendError {
     /// A conversion in the request is invalid (400): split to find it.
     Invalid(String),
     /// The bridge's configuration is wrong (unknown event_id, pixel, credentials): stop.
-    Config(String),
+    Config { reason: Reason, message: String },
     /// Try again (5xx, 429, timeouts), after `after` when X said when.
     Retry {
+        /// `RateLimited` for a 429, `UpstreamUnavailable` otherwise.
+        reason: Reason,
         message: String,
         after: Option<Duration>,
     },
@@ -33,14 +36,13 @@ impl From<UpstreamError> for SendError {
     fn from(e: UpstreamError) -> Self {
         let message = e.to_string();
         match (e.class(), e.status()) {
-            (ErrorClass::RateLimited { retry_at }, _) => SendError::Retry {
+            (ErrorClass::RateLimited { .. }, _) => SendError::Retry {
+                reason: Reason::RateLimited,
+                after: e.retry_after(),
                 message,
-                after: retry_at.map(|at| {
-                    at.duration_since(std::time::SystemTime::now())
-                        .unwrap_or_default()
-                }),
             },
             (ErrorClass::Transient, _) => SendError::Retry {
+                reason: Reason::UpstreamUnavailable,
                 message,
                 after: None,
             },
@@ -49,7 +51,14 @@ impl From<UpstreamError> for SendError {
             (_, Some(400)) if !e.upstream_message().unwrap_or("").contains("event_id") => {
                 SendError::Invalid(e.upstream_message().unwrap_or(&message).to_string())
             }
-            _ => SendError::Config(message),
+            _ => SendError::Config {
+                reason: if e.is_unauthorized() {
+                    Reason::InvalidCredentials
+                } else {
+                    Reason::UpstreamRejected
+                },
+                message,
+            },
         }
     }
 }
@@ -73,7 +82,7 @@ pub struct Delivery {
     /// Requests that failed and were retried.
     pub requests_failed: usize,
     /// Set when delivery stopped on a configuration error; the rest of the batch is not sent.
-    pub stalled: Option<String>,
+    pub stalled: Option<(Reason, String)>,
     /// Set when delivery was cancelled; the rest of the batch is not sent.
     pub cancelled: bool,
 }
@@ -115,13 +124,14 @@ impl RetryPolicy {
 }
 
 /// Send `batch` through `sink` until every conversion is accepted or refused, a
-/// configuration error stops it, or `cancel` fires. `on_retry` sees each transient failure.
+/// configuration error stops it, or `cancel` fires. `on_retry` sees each transient failure,
+/// with its reason.
 pub async fn deliver<S: Sink>(
     sink: &mut S,
     batch: &[Conversion],
     policy: RetryPolicy,
     cancel: &CancellationToken,
-    mut on_retry: impl FnMut(&str) + Send,
+    mut on_retry: impl FnMut(Reason, &str) + Send,
 ) -> Delivery {
     let mut out = Delivery::default();
     let mut pending: VecDeque<(usize, usize)> = VecDeque::from([(0, batch.len())]);
@@ -158,13 +168,17 @@ pub async fn deliver<S: Sink>(
                     pending.push_front((start, mid));
                 }
             }
-            Err(SendError::Config(message)) => {
-                out.stalled = Some(message);
+            Err(SendError::Config { reason, message }) => {
+                out.stalled = Some((reason, message));
                 return out;
             }
-            Err(SendError::Retry { message, after }) => {
+            Err(SendError::Retry {
+                reason,
+                message,
+                after,
+            }) => {
                 out.requests_failed += 1;
-                on_retry(&message);
+                on_retry(reason, &message);
                 let delay = policy.delay(attempt, after);
                 attempt = attempt.saturating_add(1);
                 pending.push_front((start, end));
@@ -223,6 +237,7 @@ mod tests {
             if self.failures_left > 0 {
                 self.failures_left -= 1;
                 return Err(SendError::Retry {
+                    reason: Reason::UpstreamUnavailable,
                     message: "HTTP 503".into(),
                     after: None,
                 });
@@ -245,7 +260,7 @@ mod tests {
             batch,
             RetryPolicy::default(),
             &CancellationToken::new(),
-            |_| {},
+            |_, _| {},
         )
         .await
     }
@@ -299,7 +314,7 @@ mod tests {
             &conversions(10),
             RetryPolicy::default(),
             &CancellationToken::new(),
-            |_| seen += 1,
+            |_, _| seen += 1,
         )
         .await;
         assert_eq!((d.forwarded, d.requests_failed, seen), (10, 3, 3));
@@ -315,6 +330,7 @@ mod tests {
                 self.0 += 1;
                 if self.0 == 1 {
                     return Err(SendError::Retry {
+                        reason: Reason::UpstreamUnavailable,
                         message: "429".into(),
                         after: Some(Duration::from_secs(90)),
                     });
@@ -328,7 +344,7 @@ mod tests {
             &conversions(1),
             RetryPolicy::default(),
             &CancellationToken::new(),
-            |_| {},
+            |_, _| {},
         )
         .await;
         assert_eq!(d.forwarded, 1);
@@ -340,7 +356,10 @@ mod tests {
         struct Unauthorized;
         impl Sink for Unauthorized {
             async fn send(&mut self, _: &[Conversion]) -> Result<(), SendError> {
-                Err(SendError::Config("HTTP 401".into()))
+                Err(SendError::Config {
+                    reason: Reason::InvalidCredentials,
+                    message: "HTTP 401".into(),
+                })
             }
         }
         let d = deliver(
@@ -348,10 +367,13 @@ mod tests {
             &conversions(5),
             RetryPolicy::default(),
             &CancellationToken::new(),
-            |_| {},
+            |_, _| {},
         )
         .await;
-        assert_eq!(d.stalled.as_deref(), Some("HTTP 401"));
+        assert_eq!(
+            d.stalled,
+            Some((Reason::InvalidCredentials, "HTTP 401".to_string()))
+        );
         assert_eq!(d.forwarded, 0);
         assert!(!d.settled());
     }
@@ -371,7 +393,7 @@ mod tests {
             &conversions(3),
             RetryPolicy::default(),
             &cancel,
-            |_| {},
+            |_, _| {},
         )
         .await;
         assert!(d.cancelled);
@@ -397,11 +419,24 @@ mod tests {
             SendError::Invalid("hashed_email (x) is not a valid SHA-256 hash".into())
         );
         let not_found = r#"{"errors":[{"code":"NOT_FOUND","message":"event_id (zzz) does not belong to provided account"}]}"#;
-        assert!(matches!(err(404, not_found), SendError::Config(_)));
+        assert!(matches!(
+            err(404, not_found),
+            SendError::Config {
+                reason: Reason::UpstreamRejected,
+                ..
+            }
+        ));
         let single = r#"{"errors":[{"code":"INVALID_PARAMETER","message":"event_id (zzz) is not a single event tag"}]}"#;
-        assert!(matches!(err(400, single), SendError::Config(_)));
-        assert!(matches!(err(401, "{}"), SendError::Config(_)));
-        assert!(matches!(err(403, "{}"), SendError::Config(_)));
+        assert!(matches!(err(400, single), SendError::Config { .. }));
+        for status in [401, 403] {
+            assert!(matches!(
+                err(status, "{}"),
+                SendError::Config {
+                    reason: Reason::InvalidCredentials,
+                    ..
+                }
+            ));
+        }
         assert!(matches!(err(503, "{}"), SendError::Retry { .. }));
         assert!(matches!(err(429, "{}"), SendError::Retry { .. }));
     }

@@ -198,22 +198,13 @@ impl Supervisor {
         key: &(String, String),
         uid: String,
     ) -> Entry {
-        let start = bridge
-            .spec
-            .source
-            .signals
-            .start_time
-            .as_ref()
-            .map(|t| t.0)
-            .or_else(|| bridge.meta().creation_timestamp.as_ref().map(|t| t.0))
-            .unwrap_or_else(Timestamp::now);
         let state = Arc::new(BridgeState::new(Snapshot {
             generation: bridge.meta().generation,
             phase: Phase::Running,
             source: SideHealth::Unknown,
             destination: SideHealth::Unknown,
             postback_path: None,
-            progress: Progress::resume(bridge.status.as_ref(), start),
+            progress: Progress::resume(bridge.status.as_ref(), bridge.start_time()),
         }));
         let (stop, finish) = (CancellationToken::new(), CancellationToken::new());
         let handle = tokio::spawn(self.clone().write_status(

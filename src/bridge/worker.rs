@@ -21,9 +21,8 @@ use super::mapping::{EventFilter, Mapped, map_event};
 use super::source::{Item, PollError, PollSpec, poll_window, window};
 use super::state::{BridgeState, SideHealth};
 use crate::metrics::Metrics;
-use crate::reconcile::conditions::Reason;
+use crate::reconcile::failure::Failure;
 use crate::upstream::budget::RateBudget;
-use crate::upstream::error::ErrorClass;
 use crate::upstream::signals::SignalsClient;
 use crate::upstream::x_ads::{Conversion, XAdsClient};
 
@@ -131,33 +130,27 @@ async fn poll_loop(
             }
             Err(PollError::Closed) => return,
             Err(PollError::Upstream(e)) => {
-                let message = e.to_string();
-                tracing::warn!(bridge = %config.name, namespace = %config.namespace, error = %message, "reading Signals events failed");
-                match e.class() {
-                    ErrorClass::Terminal => {
-                        let reason = if e.is_unauthorized() {
-                            Reason::InvalidCredentials
-                        } else {
-                            Reason::UpstreamRejected
-                        };
+                tracing::warn!(bridge = %config.name, namespace = %config.namespace, error = %e, "reading Signals events failed");
+                match Failure::from(e) {
+                    Failure::Terminal { reason, message } => {
                         state.update(|s| s.source = SideHealth::Stalled { reason, message });
                         // Nothing will change until the user fixes the spec or the Secret.
                         return;
                     }
-                    class => {
-                        let reason = match class {
-                            ErrorClass::RateLimited { .. } => Reason::RateLimited,
-                            _ => Reason::UpstreamUnavailable,
-                        };
-                        state.update(|s| s.source = SideHealth::Retrying { reason, message });
-                        failures = failures.saturating_add(1);
-                        let asked = match class {
-                            ErrorClass::RateLimited { retry_at: Some(at) } => {
-                                at.duration_since(std::time::SystemTime::now()).ok()
-                            }
+                    failure => {
+                        let retry_after = match &failure {
+                            Failure::Transient { retry_after, .. } => *retry_after,
                             _ => None,
                         };
-                        asked.unwrap_or_else(|| {
+                        let health = failure.health();
+                        state.update(|s| {
+                            s.source = SideHealth::Retrying {
+                                reason: health.reason(),
+                                message: health.message().to_string(),
+                            }
+                        });
+                        failures = failures.saturating_add(1);
+                        retry_after.unwrap_or_else(|| {
                             Duration::from_secs(1 << failures.min(6)).min(MAX_POLL_BACKOFF)
                         })
                     }
@@ -361,9 +354,6 @@ impl Forwarder<'_> {
         if let Ok(cutoff) = checkpoint.checked_sub(lookback.seconds()) {
             self.seen.evict_before(cutoff);
         }
-        let lag = (Timestamp::now() - checkpoint).get_seconds().max(0);
-        self.metrics
-            .set_bridge_lag(&self.config.namespace, &self.config.name, lag as f64);
     }
 
     /// One request's worth, with the retries reported in metrics, logs and status.
@@ -374,14 +364,9 @@ impl Forwarder<'_> {
         cancel: &CancellationToken,
     ) -> Delivery {
         let (ns, name) = (&self.config.namespace, &self.config.name);
-        deliver(sink, conversions, self.config.retry, cancel, |message| {
+        deliver(sink, conversions, self.config.retry, cancel, |reason, message| {
             self.metrics.bridge_batch(ns, name, "failed");
             tracing::warn!(bridge = %name, namespace = %ns, error = %message, "sending conversions failed; retrying");
-            let reason = if message.contains("HTTP 429") {
-                Reason::RateLimited
-            } else {
-                Reason::UpstreamUnavailable
-            };
             self.state.update(|s| {
                 s.destination = SideHealth::Retrying {
                     reason,
@@ -449,14 +434,9 @@ impl Forwarder<'_> {
                 s.progress.reject(&sent[*index].id, message, now);
             }
             match &d.stalled {
-                Some(message) => {
-                    let reason = if message.contains("HTTP 401") || message.contains("HTTP 403") {
-                        Reason::InvalidCredentials
-                    } else {
-                        Reason::UpstreamRejected
-                    };
+                Some((reason, message)) => {
                     s.destination = SideHealth::Stalled {
-                        reason,
+                        reason: *reason,
                         message: message.clone(),
                     };
                 }

@@ -11,7 +11,7 @@ use super::DialogUpstream;
 use crate::api::{ConversionBridge, PostbackEvent, SignalsKeyword, SignalsPostback};
 use crate::bridge::controller::token_secret_name;
 use crate::bridge::identity::sha256_hex;
-use crate::reconcile::conditions::Reason;
+use crate::reconcile::conditions::{Reason, is_ready};
 use crate::reconcile::external::{ExternalResource, Observation};
 use crate::reconcile::failure::Failure;
 use crate::upstream::secret::SecretString;
@@ -58,15 +58,10 @@ impl SignalsPostbackAdapter {
                 message: format!("reading SignalsKeyword {:?}: {e}", reference.name),
                 retry_after: None,
             })?;
-        let ready_id = keyword.and_then(|k| {
-            let status = k.status?;
-            let ready = status
-                .common
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            ready.then_some(status.keyword_id).flatten()
-        });
+        let ready_id = keyword
+            .and_then(|k| k.status)
+            .filter(|s| is_ready(&s.common.conditions))
+            .and_then(|s| s.keyword_id);
         match ready_id {
             Some(id) => Ok(Some(id)),
             None => Err(Failure::Waiting {

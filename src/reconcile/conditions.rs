@@ -171,6 +171,11 @@ pub fn set_condition(
     }
 }
 
+/// Whether `Ready` is True (e.g. on a referenced object).
+pub fn is_ready(conditions: &[Condition]) -> bool {
+    find(conditions, READY).is_some_and(|c| c.status == "True")
+}
+
 /// The condition of `type_`, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

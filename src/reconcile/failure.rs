@@ -1,6 +1,6 @@
 //! Why a reconcile could not finish, in the terms of the conditions it leads to.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::reconcile::conditions::{Health, Reason};
 use crate::upstream::error::{ErrorClass, UpstreamError};
@@ -51,11 +51,10 @@ impl From<UpstreamError> for Failure {
                 message,
                 retry_after: None,
             },
-            ErrorClass::RateLimited { retry_at } => Failure::Transient {
+            ErrorClass::RateLimited { .. } => Failure::Transient {
                 reason: Reason::RateLimited,
+                retry_after: e.retry_after(),
                 message,
-                retry_after: retry_at
-                    .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default()),
             },
             ErrorClass::Terminal if e.is_unauthorized() => {
                 Failure::terminal(Reason::InvalidCredentials, message)

@@ -149,6 +149,17 @@ impl UpstreamError {
         }
     }
 
+    /// How long the upstream asked us to wait (429 with `Retry-After` or
+    /// `x-rate-limit-reset`), from now.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self.class() {
+            ErrorClass::RateLimited { retry_at: Some(at) } => {
+                Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+            }
+            _ => None,
+        }
+    }
+
     /// The API this error concerns.
     pub fn api(&self) -> Api {
         match self {
