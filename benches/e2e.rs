@@ -324,11 +324,11 @@ fn unlimited(fake: &FakeUpstreams) {
 
 async fn wait_received(fake: &FakeUpstreams, n: usize, limit: Duration) -> Duration {
     let started = Instant::now();
-    while fake.distinct_conversion_ids().len() < n {
+    while fake.distinct_conversion_count() < n {
         assert!(
             started.elapsed() < limit,
             "only {} of {n} after {limit:?}",
-            fake.distinct_conversion_ids().len()
+            fake.distinct_conversion_count()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -336,7 +336,11 @@ async fn wait_received(fake: &FakeUpstreams, n: usize, limit: Duration) -> Durat
 }
 
 async fn throughput() {
-    const EVENTS: u64 = 1_000_000;
+    // CTWA_BENCH_EVENTS shortens the run when profiling.
+    let events_total: u64 = std::env::var("CTWA_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let b = Bench::new("bench-throughput").await;
     unlimited(&b.fake);
     b.latency(LATENCY_MS);
@@ -345,13 +349,13 @@ async fn throughput() {
     let start = now - jiff::SignedDuration::from_hours(25);
     for chunk in 0..10u64 {
         let from = start + jiff::SignedDuration::from_secs((chunk * 8_640) as i64);
-        let events = converted_events(&format!("c{chunk}"), EVENTS / 10, from, 8_640.0);
+        let events = converted_events(&format!("c{chunk}"), events_total / 10, from, 8_640.0);
         b.fake.seed_events("c1", "a1", events);
     }
     let mut op = b.operator(&[]);
     let started = Instant::now();
     b.create(bridge("bulk", start, &tag, json!({}))).await;
-    let took = wait_received(&b.fake, EVENTS as usize, Duration::from_secs(3_600)).await;
+    let took = wait_received(&b.fake, events_total as usize, Duration::from_secs(3_600)).await;
     let elapsed = started.elapsed().max(took);
     let (peak, _, cpu) = proc_stats(op.id());
     let requests = b
@@ -366,9 +370,9 @@ async fn throughput() {
         .iter()
         .filter(|r| r.operation == "signals.list_events")
         .count();
-    let received = b.fake.conversions().len();
+    let received = b.fake.conversion_count();
     let md = format!(
-        "## 4. Bridge end to end: {EVENTS} events, rate limits off, {LATENCY_MS} ms upstream latency\n\n\
+        "## 4. Bridge end to end: {events_total} events, rate limits off, {LATENCY_MS} ms upstream latency\n\n\
          | figure | value |\n|---|---|\n\
          | wall time | {:.1} s |\n\
          | throughput | **{:.0} events/s** |\n\
@@ -378,7 +382,7 @@ async fn throughput() {
          | operator CPU time | {cpu:.1} s |\n\
          | operator peak RSS | {peak:.1} MiB |\n",
         elapsed.as_secs_f64(),
-        EVENTS as f64 / elapsed.as_secs_f64(),
+        events_total as f64 / elapsed.as_secs_f64(),
         received as f64 / (requests.max(1) * 500) as f64,
     );
     write_section("4-throughput", &md);
@@ -545,12 +549,12 @@ async fn side_by_side() {
         .iter()
         .filter(|r| r.operation == "x.send_conversions")
         .count();
-    assert_eq!(b.fake.distinct_conversion_ids().len(), EVENTS as usize);
+    assert_eq!(b.fake.distinct_conversion_count(), EVENTS as usize);
 
     // The bridge, against the same fake, for the same events (X keeps what it received, so
     // count this run's conversions separately).
     b.fake.clear_requests();
-    let before = b.fake.conversions().len();
+    let before = b.fake.conversion_count();
     let mut op = b.operator(&[]);
     let started = Instant::now();
     b.create(bridge(
@@ -560,7 +564,7 @@ async fn side_by_side() {
         json!({}),
     ))
     .await;
-    while b.fake.conversions().len() - before < EVENTS as usize {
+    while b.fake.conversion_count() - before < EVENTS as usize {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let bridge_time = started.elapsed();
@@ -613,7 +617,7 @@ async fn budget() {
     ))
     .await;
     tokio::time::sleep(Duration::from_secs(SECONDS)).await;
-    let used = b.fake.conversions().len();
+    let used = b.fake.conversion_count();
     let refused = b
         .fake
         .requests()

@@ -172,7 +172,7 @@ async fn ten_thousand_mixed_events_become_exactly_the_configured_conversions() {
 
     // Later polls re-read the lookback window without sending anything again.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(env.fake.conversions().len(), wanted.len());
+    assert_eq!(env.fake.conversion_count(), wanted.len());
 }
 
 fn checkpoint(o: &Value) -> Option<Timestamp> {
@@ -237,7 +237,7 @@ async fn configuration_errors_stall_until_the_spec_or_secret_is_fixed() {
             && condition(o, "Ready") == Some(("True".into(), "Available".into()))
     })
     .await;
-    assert_eq!(env.fake.distinct_conversion_ids().len(), 300);
+    assert_eq!(env.fake.distinct_conversion_count(), 300);
 
     // X answers 401: Stalled with InvalidCredentials, the checkpoint stays.
     set_x_secret(&env, "wrong").await;
@@ -253,7 +253,7 @@ async fn configuration_errors_stall_until_the_spec_or_secret_is_fixed() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let o = env.api::<ConversionBridge>().get("b").await.unwrap();
     assert_eq!(o.status.unwrap().checkpoint.map(|t| t.0), Some(stalled_at));
-    assert_eq!(env.fake.distinct_conversion_ids().len(), 300);
+    assert_eq!(env.fake.distinct_conversion_count(), 300);
 
     // Fixing the Secret resumes forwarding; nothing is lost.
     set_x_secret(&env, common::X_CONSUMER_SECRET).await;
@@ -306,7 +306,7 @@ async fn the_rate_budget_is_used_but_never_overrun() {
     .await;
     // Give it time to overrun if it were going to.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let sent = env.fake.conversions().len() as u64;
+    let sent = env.fake.conversion_count() as u64;
     let refused = env
         .fake
         .requests()
@@ -360,7 +360,7 @@ async fn suspend_stops_forwarding_and_resume_loses_nothing() {
     let second = spread("b", 300, held, now, &["converted"], 0);
     env.seed(&second);
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(env.fake.distinct_conversion_ids().len(), 200);
+    assert_eq!(env.fake.distinct_conversion_count(), 200);
     let o = env.api::<ConversionBridge>().get("b").await.unwrap();
     assert_eq!(o.status.unwrap().checkpoint.map(|t| t.0), Some(held));
 

@@ -193,7 +193,7 @@ async fn sigterm_delivers_what_is_in_flight_and_releases_the_lease() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let delivered_before = env.fake.conversions().len();
+    let delivered_before = env.fake.conversion_count();
     let pid = op.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -210,7 +210,7 @@ async fn sigterm_delivers_what_is_in_flight_and_releases_the_lease() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "a clean exit on SIGTERM: {exit:?}");
-    let delivered = env.fake.conversions().len();
+    let delivered = env.fake.conversion_count();
     assert!(
         delivered > delivered_before,
         "the batch in flight was delivered"

@@ -338,6 +338,65 @@ async fn events_are_listed_across_pages_in_a_half_open_window() {
     assert!(env.ops("signals.list_events").len() >= 3);
 }
 
+/// The fake answers filtered queries from a per-type index; the answer must be what a scan
+/// of every event would give, across pages, out-of-order seeding and undated events.
+#[tokio::test]
+async fn filtered_event_lists_match_a_scan() {
+    let env = env().await;
+    let start = jiff::Timestamp::from_second(1_790_000_000).unwrap();
+    let types = ["converted", "keyword", "button"];
+    let event = |i: i64| {
+        let at = start + jiff::SignedDuration::from_secs(i / 2);
+        let mut e = json!({"id": format!("ev{i:05}"), "type": types[(i % 3) as usize],
+                           "ad_id": format!("ad{}", i % 2), "phone": "4915112345678",
+                           "date": at.strftime("%Y-%m-%dT%H:%M:%S").to_string()});
+        if i % 97 == 0 {
+            e["date"] = json!("");
+        }
+        e
+    };
+    // The later half first: the second batch sorts before it and forces a re-index.
+    env.fake
+        .seed_events("c1", "a1", (1500..3000).map(event).collect());
+    env.fake
+        .seed_events("c1", "a1", (0..1500).map(event).collect());
+    let (from, to) = (100, 1300);
+    let scan = |ty: &str, ad: Option<&str>| -> Vec<String> {
+        let mut ids: Vec<(i64, String)> = (0..3000)
+            .filter(|i| i % 97 != 0 && (from..to).contains(&(i / 2)))
+            .map(|i| (i, event(i)))
+            .filter(|(_, e)| e["type"] == ty && ad.is_none_or(|a| e["ad_id"] == a))
+            .map(|(i, e)| (i, e["id"].as_str().unwrap().to_string()))
+            .collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id).collect()
+    };
+    for (ty, ad) in [
+        ("converted", None),
+        ("keyword", Some("ad1")),
+        ("link", None),
+    ] {
+        let query = EventQuery {
+            date_from: start + jiff::SignedDuration::from_secs(from),
+            date_to: start + jiff::SignedDuration::from_secs(to),
+            ad_id: ad.map(String::from),
+            event_type: Some(ty.to_string()),
+            event_type_id: None,
+        };
+        let listed: Vec<String> = env
+            .signals()
+            .list_all_events(&query)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(listed, scan(ty, ad), "type {ty}, ad {ad:?}");
+        let first = env.signals().list_events(&query, 0, 10).await.unwrap();
+        assert_eq!(first.total_count, scan(ty, ad).len() as u64);
+    }
+}
+
 #[tokio::test]
 async fn signals_422_is_terminal_with_the_upstream_message() {
     let env = env().await;
@@ -681,8 +740,8 @@ async fn a_batch_of_exactly_500_is_accepted_and_stored() {
     assert_eq!(result.processed, 500);
     assert_eq!(result.rate.limit, Some(60_000));
     assert_eq!(result.rate.remaining, Some(59_500));
-    assert_eq!(env.fake.conversions().len(), 500);
-    assert_eq!(env.fake.distinct_conversion_ids().len(), 500);
+    assert_eq!(env.fake.conversion_count(), 500);
+    assert_eq!(env.fake.distinct_conversion_count(), 500);
     assert_eq!(
         env.fake.conversions()[0].conversion["identifiers"][0]["hashed_phone_number"],
         "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231"
@@ -813,7 +872,7 @@ async fn x_budget_exhaustion_is_a_429_with_the_reset_time() {
         other => panic!("expected RateLimited with the reset time, got {other:?}"),
     }
     assert_eq!(
-        env.fake.conversions().len(),
+        env.fake.conversion_count(),
         1000,
         "the rejected request stored nothing"
     );

@@ -325,14 +325,19 @@ impl FakeUpstreams {
         self.shared.lock().conversions.clone()
     }
 
+    /// How many conversions were accepted so far, repeats included.
+    pub fn conversion_count(&self) -> usize {
+        self.shared.lock().conversions.len()
+    }
+
     /// Distinct `conversion_id`s accepted so far.
     pub fn distinct_conversion_ids(&self) -> HashSet<String> {
-        self.shared
-            .lock()
-            .conversions
-            .iter()
-            .filter_map(|c| c.conversion["conversion_id"].as_str().map(String::from))
-            .collect()
+        self.shared.lock().conversion_ids.clone()
+    }
+
+    /// How many distinct `conversion_id`s were accepted so far (cheap enough to poll).
+    pub fn distinct_conversion_count(&self) -> usize {
+        self.shared.lock().conversion_ids.len()
     }
 
     pub fn set_x_rate_limits(&self, limits: XRateLimits) {

@@ -74,12 +74,37 @@ fn scalar(value: &Value, name: &str) -> String {
     }
 }
 
+/// The events of one app, sorted by (date, id), with an index per event type: the bridge
+/// filters on a type and pages through a backlog of a million events, and each page must cost
+/// a binary search rather than a scan.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    events: Vec<StoredEvent>,
+    /// event type → positions in `events`, ascending.
+    by_type: HashMap<String, Vec<usize>>,
+}
+
+impl EventLog {
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn index_from(&mut self, start: usize) {
+        for (i, e) in self.events.iter().enumerate().skip(start) {
+            self.by_type
+                .entry(e.event_type.clone())
+                .or_default()
+                .push(i);
+        }
+    }
+}
+
 pub(crate) fn seed_events(inner: &mut Inner, client: &str, app: &str, events: Vec<Value>) {
-    let list = inner.events.entry((client.into(), app.into())).or_default();
-    let before = list.len();
+    let log = inner.events.entry((client.into(), app.into())).or_default();
+    let before = log.events.len();
     for value in events {
         let raw_date = value["date"].as_str().unwrap_or("").to_string();
-        list.push(StoredEvent {
+        log.events.push(StoredEvent {
             at: parse_date(&raw_date),
             raw_date,
             id: scalar(&value, "id"),
@@ -89,12 +114,16 @@ pub(crate) fn seed_events(inner: &mut Inner, client: &str, app: &str, events: Ve
             value,
         });
     }
-    // Appending events that sort after the existing ones needs no re-sort.
-    let sorted = list[before.saturating_sub(1)..]
+    // Appending events that sort after the existing ones needs no re-sort or re-index.
+    let sorted = log.events[before.saturating_sub(1)..]
         .windows(2)
         .all(|w| w[0].key() <= w[1].key());
-    if !sorted {
-        list.sort_by(|a, b| a.key().cmp(&b.key()));
+    if sorted {
+        log.index_from(before);
+    } else {
+        log.events.sort_by(|a, b| a.key().cmp(&b.key()));
+        log.by_type.clear();
+        log.index_from(0);
     }
 }
 
@@ -445,6 +474,59 @@ fn date_param(params: &Params, name: &str) -> Result<Option<(jiff::Timestamp, St
     Ok(Some((ts, text.clone())))
 }
 
+/// Dated events in date order: a run of the log, or a type's positions into it.
+#[derive(Clone, Copy)]
+enum Candidates<'a> {
+    All(&'a [StoredEvent]),
+    Indexed(&'a [StoredEvent], &'a [usize]),
+}
+
+impl<'a> Candidates<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Candidates::All(run) => run.len(),
+            Candidates::Indexed(_, positions) => positions.len(),
+        }
+    }
+
+    fn at(&self, i: usize) -> &'a StoredEvent {
+        match *self {
+            Candidates::All(run) => &run[i],
+            Candidates::Indexed(events, positions) => &events[positions[i]],
+        }
+    }
+
+    /// Those dated in `[from, to)`.
+    fn between(self, from: Option<jiff::Timestamp>, to: Option<jiff::Timestamp>) -> Self {
+        let first_not_before = |bound: Option<jiff::Timestamp>, default: usize| {
+            bound.map_or(default, |b| {
+                let (mut lo, mut hi) = (0, self.len());
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if self.at(mid).at < Some(b) {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo
+            })
+        };
+        let start = first_not_before(from, 0);
+        let end = first_not_before(to, self.len()).max(start);
+        match self {
+            Candidates::All(run) => Candidates::All(&run[start..end]),
+            Candidates::Indexed(events, positions) => {
+                Candidates::Indexed(events, &positions[start..end])
+            }
+        }
+    }
+
+    fn iter(self) -> impl Iterator<Item = &'a StoredEvent> {
+        (0..self.len()).map(move |i| self.at(i))
+    }
+}
+
 fn in_range(
     e: &StoredEvent,
     from: &Option<(jiff::Timestamp, String)>,
@@ -478,33 +560,50 @@ async fn list_events(
         (Ok(f), Ok(t)) => (f, t),
         (Err(r), _) | (_, Err(r)) => return r,
     };
+    let (ad_id, event_type, type_id) = (
+        params.get("ad_id"),
+        params.get("event_type"),
+        params.get("event_type_id"),
+    );
     let inner = shared.lock();
-    let empty = Vec::new();
-    let events = inner.events.get(&(client, app)).unwrap_or(&empty);
-    // Undated events sort first and are matched by their raw text; the dated ones are found
-    // by binary search on the date.
+    let empty = EventLog::default();
+    let log = inner.events.get(&(client, app)).unwrap_or(&empty);
+    let events = &log.events[..];
+    // Candidates: every event, or the positions of the requested type. Undated events sort
+    // first and are matched by their raw text; the dated ones are found by binary search.
+    let positions: Option<&[usize]> =
+        event_type.map(|t| log.by_type.get(t).map_or(&[][..], Vec::as_slice));
     let undated = events.partition_point(|e| e.at.is_none());
-    let dated = &events[undated..];
-    let start = from
-        .as_ref()
-        .map_or(0, |(f, _)| dated.partition_point(|e| e.at < Some(*f)));
-    let end = to.as_ref().map_or(dated.len(), |(t, _)| {
-        dated.partition_point(|e| e.at < Some(*t))
-    });
-    let wanted = |value: Option<&String>, have: &str| value.is_none_or(|v| v == have);
-    let matching: Vec<&StoredEvent> = events[..undated]
+    let dated = match positions {
+        None => Candidates::All(&events[undated..]),
+        Some(p) => Candidates::Indexed(events, &p[p.partition_point(|&i| i < undated)..]),
+    };
+    let dated = dated.between(from.as_ref().map(|f| f.0), to.as_ref().map(|t| t.0));
+    let wanted = |e: &&StoredEvent| {
+        let is = |value: Option<&String>, have: &str| value.is_none_or(|v| v == have);
+        is(ad_id, &e.ad_id) && is(event_type, &e.event_type) && is(type_id, &e.type_id)
+    };
+    let undated_matching: Vec<&StoredEvent> = events[..undated]
         .iter()
         .filter(|e| in_range(e, &from, &to))
-        .chain(&dated[start..end.max(start)])
-        .filter(|e| wanted(params.get("ad_id"), &e.ad_id))
-        .filter(|e| wanted(params.get("event_type"), &e.event_type))
-        .filter(|e| wanted(params.get("event_type_id"), &e.type_id))
+        .filter(wanted)
         .collect();
-    let data = matching
-        .iter()
+    let all = || {
+        undated_matching
+            .iter()
+            .copied()
+            .chain(dated.iter().filter(wanted))
+    };
+    // The type is answered by the index; only the other filters need a count by scanning.
+    let total = if ad_id.is_none() && type_id.is_none() {
+        undated_matching.len() + dated.len()
+    } else {
+        all().count()
+    };
+    let data = all()
         .skip(offset)
         .take(limit)
         .map(|e| e.value.clone())
         .collect();
-    page(data, matching.len(), offset, limit)
+    page(data, total, offset, limit)
 }

@@ -119,12 +119,15 @@ pub(crate) struct Inner {
     /// (client, app, ad, kind) → URL.
     pub postbacks: BTreeMap<(String, String, String, PostbackKind), String>,
     /// (client, app) → events sorted by (date, id).
-    pub events: HashMap<(String, String), Vec<crate::signals::StoredEvent>>,
+    pub events: HashMap<(String, String), crate::signals::EventLog>,
     pub x_credentials: Vec<(XCredentials, HashSet<String>)>,
     /// account → pixel id.
     pub x_accounts: BTreeMap<String, String>,
     pub tags: BTreeMap<String, Vec<Tag>>,
     pub conversions: Vec<ReceivedConversion>,
+    /// The distinct `conversion_id`s in `conversions`, kept as they arrive so that tests and
+    /// benchmarks polling for progress do not rebuild the set under the lock.
+    pub conversion_ids: std::collections::HashSet<String>,
     /// Requests to the Conversion API accepted so far.
     pub conversion_batches: u64,
     pub requests: Vec<RequestRecord>,

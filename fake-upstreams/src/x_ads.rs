@@ -549,6 +549,11 @@ async fn send_conversions(
         }
     }
     let at = SystemTime::now();
+    for c in conversions {
+        if let Some(id) = c["conversion_id"].as_str() {
+            inner.conversion_ids.insert(id.to_string());
+        }
+    }
     let batch = inner.conversion_batches;
     inner.conversion_batches += 1;
     inner
