@@ -72,6 +72,39 @@ async fn drift_is_repaired_at_the_next_resync() {
     assert_eq!(put.query, "click_window=30");
 }
 
+/// Creating an object costs a lookup and a create: the reconcile triggered by the operator's
+/// own external-id annotation does not read upstream again before the resync is due.
+#[tokio::test]
+async fn creation_costs_two_upstream_requests() {
+    let env = env("create-cost").await;
+    let names: Vec<String> = (0..5).map(|i| format!("cost-{i}")).collect();
+    for n in &names {
+        env.create::<SignalsKeyword>(keyword(n, "1h")).await;
+        env.create::<XWebEventTag>(tag(n, "1h")).await;
+    }
+    for n in &names {
+        env.wait_for::<SignalsKeyword>(n, "Ready", ready).await;
+        env.wait_for::<XWebEventTag>(n, "Ready", ready).await;
+    }
+    // Give the echo of the annotation write time to arrive and be handled.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut per_operation: HashMap<String, usize> = HashMap::new();
+    for r in env.fake.requests() {
+        *per_operation.entry(r.operation).or_default() += 1;
+    }
+    per_operation.remove("hub.token");
+    let expected: HashMap<String, usize> = [
+        "signals.list_keywords",
+        "signals.create_keyword",
+        "x.list_tags",
+        "x.create_tag",
+    ]
+    .into_iter()
+    .map(|op| (op.to_string(), names.len()))
+    .collect();
+    assert_eq!(per_operation, expected);
+}
+
 #[tokio::test]
 async fn steady_state_reads_once_per_interval_and_writes_nothing() {
     let env = env("steady").await;

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 /// What triggers a reconcile: the spec (generation), deletion and the annotations the user
 /// steers with. The operator's own status writes change none of these, so they never
 /// trigger a reconcile of their own.
-fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
+pub(super) fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     let meta = obj.meta();
     let annotations = meta.annotations.as_ref();
     let annotation = |k: &str| annotations.and_then(|a| a.get(k)).cloned();

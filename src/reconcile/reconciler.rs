@@ -1,6 +1,6 @@
 //! The generic managed-resource reconciler: one flow for every managed kind.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::backoff::Backoff;
 use super::conditions::{self, Health, Reason, apply_health};
+use super::controller::trigger_hash;
 use super::external::{ExternalResource, Observation};
 use super::failure::Failure;
 use super::managed::{Managed, ManagedExt};
@@ -30,6 +31,9 @@ pub struct Context<A> {
     pub resync: Duration,
     /// Objects for which the ReconcilePaused Event was already emitted.
     paused_noted: Mutex<HashSet<String>>,
+    /// Objects whose `ctwa.dev/external-id` this process just wrote, with the trigger hash the
+    /// write produces: the reconcile that write triggers has nothing left to do upstream.
+    echoes: Mutex<HashMap<String, u64>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -49,6 +53,7 @@ impl<A> Context<A> {
             backoff: Backoff::default(),
             resync,
             paused_noted: Mutex::new(HashSet::new()),
+            echoes: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -145,10 +150,26 @@ where
             K::default_resync(ctx.resync)
         }
     };
+    let echo = ctx
+        .echoes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key);
+    if echo.is_some() && echo == trigger_hash(obj.as_ref()) {
+        // The external-id annotation this process wrote after creating the object, and
+        // nothing else changed: the upstream object was synced moments ago.
+        return Ok(Action::requeue(jittered(resync)));
+    }
     match sync(obj.as_ref(), &ctx).await {
-        Ok((health, observation, wrote)) => {
+        Ok((health, observation, wrote, echo)) => {
             ctx.backoff.reset(&key);
             write_status(obj.as_ref(), &ctx, &health, &observation.status, wrote).await?;
+            if let Some(hash) = echo {
+                ctx.echoes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, hash);
+            }
             Ok(Action::requeue(jittered(resync)))
         }
         Err(SyncError::Kube(e)) => Err(e),
@@ -203,7 +224,12 @@ impl From<kube::Error> for SyncError {
 
 /// Converges one object; returns its health, the last observation and whether upstream was
 /// written.
-async fn sync<K, A>(obj: &K, ctx: &Context<A>) -> Result<(Health, Observation, bool), SyncError>
+/// Makes upstream match `obj`: the health to report, what was observed, whether upstream was
+/// written, and the trigger hash of the external-id annotation written (if one was).
+async fn sync<K, A>(
+    obj: &K,
+    ctx: &Context<A>,
+) -> Result<(Health, Observation, bool, Option<u64>), SyncError>
 where
     K: Managed,
     A: ExternalResource<K>,
@@ -228,7 +254,7 @@ where
                 message: "no matching upstream object (Observe mode: nothing is created)".into(),
             }
         };
-        return Ok((health, observed, false));
+        return Ok((health, observed, false, None));
     }
     let (observation, wrote, verb) = if !observed.exists {
         (
@@ -245,19 +271,21 @@ where
     } else {
         (observed, false, None)
     };
+    let mut echo = None;
     if let Some(id) = &observation.external_id
         && obj.external_id() != Some(id.as_str())
     {
         // Recorded right after the write, so that a crash before the status write still
         // finds the object by id instead of creating a duplicate.
         let patch = json!({"metadata": {"annotations": {EXTERNAL_ID_ANNOTATION: id}}});
-        api::<K>(ctx, obj)
+        let patched = api::<K>(ctx, obj)
             .patch(
                 &obj.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
             .await?;
+        echo = trigger_hash(&patched);
     }
     if let Some(reason) = verb {
         publish(
@@ -283,6 +311,7 @@ where
         },
         observation,
         wrote,
+        echo,
     ))
 }
 
