@@ -175,6 +175,18 @@ fn write_section(name: &str, markdown: &str) {
     println!("{markdown}");
 }
 
+/// Rows of the targets table of BENCHMARKS.md: (target, measured, met).
+fn write_targets(name: &str, rows: &[(&str, String, bool)]) {
+    let md: String = rows
+        .iter()
+        .map(|(target, measured, met)| {
+            let verdict = if *met { "met" } else { "**missed**" };
+            format!("| {target} | {measured} | {verdict} |\n")
+        })
+        .collect();
+    write_section(&format!("t-{name}"), &md);
+}
+
 fn per_operation(fake: &FakeUpstreams, prefix: &str) -> BTreeMap<String, usize> {
     let mut ops = BTreeMap::new();
     for r in fake.requests() {
@@ -243,6 +255,29 @@ async fn convergence() {
         md += &format!("| `{op_name}` | {n} | {:.2} |\n", *n as f64 / per as f64);
     }
     write_section("1-convergence", &md);
+    let created = |ops: &BTreeMap<String, usize>, per: usize| {
+        ops.iter()
+            .filter(|(op, _)| !op.starts_with("hub."))
+            .map(|(_, n)| *n)
+            .sum::<usize>() as f64
+            / per as f64
+    };
+    let per_object = created(&signals, KEYWORDS).max(created(&x, TAGS));
+    write_targets(
+        "1-convergence",
+        &[
+            (
+                "all 1,200 objects Ready within 30 s",
+                format!("{:.1} s", converged.as_secs_f64()),
+                converged <= Duration::from_secs(30),
+            ),
+            (
+                "at most 2 upstream requests per object at creation",
+                format!("{per_object:.2}"),
+                per_object <= 2.0,
+            ),
+        ],
+    );
 
     // 2. Steady state with a 60 s resync.
     let secs: u64 = std::env::var("CTWA_BENCH_STEADY_SECS")
@@ -271,6 +306,21 @@ async fn convergence() {
         (cpu1 - cpu0) / secs as f64 * 100.0,
     );
     write_section("2-steady-state", &md);
+    write_targets(
+        "2-steady-state",
+        &[
+            (
+                "zero upstream writes in steady state",
+                format!("{writes}"),
+                writes == 0,
+            ),
+            (
+                "RSS at most 64 MiB with 1,200 objects",
+                format!("{peak:.1} MiB peak"),
+                peak <= 64.0,
+            ),
+        ],
+    );
     let _ = op.kill();
     let _ = op.wait();
     b.ns.delete().await;
@@ -386,6 +436,23 @@ async fn throughput() {
         received as f64 / (requests.max(1) * 500) as f64,
     );
     write_section("4-throughput", &md);
+    let rate = events_total as f64 / elapsed.as_secs_f64();
+    let fill = received as f64 / (requests.max(1) * 500) as f64;
+    write_targets(
+        "4-throughput",
+        &[
+            (
+                "at least 50,000 events/s end to end",
+                format!("{rate:.0} events/s"),
+                rate >= 50_000.0,
+            ),
+            (
+                "at least 99% batch fill with a backlog",
+                format!("{:.1} %", fill * 100.0),
+                fill >= 0.99,
+            ),
+        ],
+    );
     let _ = op.kill();
     let _ = op.wait();
 
@@ -484,6 +551,7 @@ async fn side_by_side() {
     const EVENTS: u64 = 100_000;
     let b = Bench::new("bench-side").await;
     unlimited(&b.fake);
+    b.latency(LATENCY_MS);
     let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
     let now = jiff::Timestamp::now();
     let start = now - jiff::SignedDuration::from_hours(2);
@@ -575,7 +643,7 @@ async fn side_by_side() {
         .filter(|r| r.operation == "x.send_conversions")
         .count();
     let md = format!(
-        "## 5. Side by side: {EVENTS} events, the same fake (no added latency)\n\n\
+        "## 5. Side by side: {EVENTS} events, the same fake, {LATENCY_MS} ms upstream latency\n\n\
          | | naive forwarder (Python, one conversion per request) | ctwa-operator bridge |\n|---|---|---|\n\
          | wall time | {:.1} s | {:.1} s |\n| requests to X | {naive_requests} | {bridge_requests} |\n\n\
          Wall-time ratio naive / bridge: **{:.1}×**; request-count ratio: **{:.0}×**.\n",
@@ -585,6 +653,23 @@ async fn side_by_side() {
         naive_requests as f64 / bridge_requests.max(1) as f64,
     );
     write_section("5-side-by-side", &md);
+    let speed = naive_time.as_secs_f64() / bridge_time.as_secs_f64();
+    let fewer = naive_requests as f64 / bridge_requests.max(1) as f64;
+    write_targets(
+        "5-side-by-side",
+        &[
+            (
+                "bridge at least 50× faster than the naive forwarder",
+                format!("{speed:.1}×"),
+                speed >= 50.0,
+            ),
+            (
+                "at least 400× fewer requests",
+                format!("{fewer:.0}×"),
+                fewer >= 400.0,
+            ),
+        ],
+    );
     let _ = op.kill();
     let _ = op.wait();
     b.ns.delete().await;
@@ -631,6 +716,15 @@ async fn budget() {
         used as f64 / BUDGET as f64 * 100.0
     );
     write_section("6-budget", &md);
+    let share = used as f64 / BUDGET as f64;
+    write_targets(
+        "6-budget",
+        &[(
+            "at least 90% of the rate budget used, no 429 of our own",
+            format!("{:.1} %, {refused} × 429", share * 100.0),
+            share >= 0.9 && refused == 0,
+        )],
+    );
     let _ = op.kill();
     let _ = op.wait();
     b.ns.delete().await;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ctwa_operator::api::SignalsEventType;
 use ctwa_operator::bridge::mapping::{EventFilter, Mapped, map_event};
+use ctwa_operator::upstream::x_ads::conversions_body;
 use serde_json::{Value, json};
 
 fn events(n: usize) -> Vec<Value> {
@@ -48,7 +49,7 @@ fn bench(c: &mut Criterion) {
                         _ => None,
                     })
                     .collect();
-                serde_json::to_vec(&json!({ "conversions": conversions })).unwrap()
+                conversions_body(&conversions).unwrap()
             },
             BatchSize::SmallInput,
         )

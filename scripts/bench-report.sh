@@ -17,6 +17,21 @@ numbers describe one run on this machine:
 - The operator is the release build, run as its own process.
 
 HDR
+# The targets of issue 7, each against what was measured.
+echo "## Targets"
+echo
+echo "| target | measured | |"
+echo "|---|---|---|"
+for f in "$DIR"/t-1-*.md "$DIR"/t-2-*.md; do [ -f "$f" ] && cat "$f"; done
+if [ -f "$DIR/pipeline.txt" ]; then
+  # The median throughput of map_event/single, in events per second.
+  awk '/^map_event\/single/ {on=1} on && /thrpt:/ {
+         v=$4; u=$5; if (u ~ /^K/) v*=1e3; if (u ~ /^M/) v*=1e6;
+         printf "| at least 1M events/s per core in the micro-benchmark | %.2fM events/s | %s |\n",
+                v/1e6, (v >= 1e6 ? "met" : "**missed**"); exit }' "$DIR/pipeline.txt"
+fi
+for f in "$DIR"/t-4-*.md "$DIR"/t-5-*.md "$DIR"/t-6-*.md; do [ -f "$f" ] && cat "$f"; done
+echo
 for f in "$DIR"/1-*.md "$DIR"/2-*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done
 if [ -f "$DIR/pipeline.txt" ]; then
   echo "## 3. Bridge pipeline micro-benchmark (criterion, one core)"

@@ -522,12 +522,13 @@ async fn send_conversions(
     Path(pixel): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(mut body) = serde_json::from_slice::<Value>(&body) else {
         return invalid("Request body is not valid JSON", "conversions");
     };
-    let Some(conversions) = body["conversions"].as_array() else {
+    let Some(conversions) = body.get_mut("conversions").and_then(Value::as_array_mut) else {
         return invalid("conversions is required", "conversions");
     };
+    let conversions = std::mem::take(conversions);
     if conversions.is_empty() {
         return invalid("conversions is required", "conversions");
     }
@@ -543,25 +544,26 @@ async fn send_conversions(
             &format!("pixel_id ({pixel}) not found"),
         );
     };
-    for c in conversions {
+    for c in &conversions {
         if let Err(response) = check_conversion(&inner, &account, c) {
             return response;
         }
     }
     let at = SystemTime::now();
-    for c in conversions {
+    for c in &conversions {
         if let Some(id) = c["conversion_id"].as_str() {
             inner.conversion_ids.insert(id.to_string());
         }
     }
     let batch = inner.conversion_batches;
     inner.conversion_batches += 1;
+    let processed = conversions.len();
     inner
         .conversions
-        .extend(conversions.iter().map(|c| ReceivedConversion {
+        .extend(conversions.into_iter().map(|c| ReceivedConversion {
             batch,
             pixel_id: pixel.clone(),
-            conversion: c.clone(),
+            conversion: c,
             at,
         }));
     let debug_id: u128 = rand::random();
@@ -575,6 +577,6 @@ async fn send_conversions(
         &hex[20..]
     );
     Json(json!({"request": {"params": {"pixel_id": pixel}},
-                "data": {"conversions_processed": conversions.len(), "debug_id": uuid}}))
+                "data": {"conversions_processed": processed, "debug_id": uuid}}))
     .into_response()
 }

@@ -51,6 +51,15 @@ fn text(event: &Value, field: &str) -> Option<String> {
     }
 }
 
+/// A string field, trimmed and borrowed (for fields that are only ever strings).
+fn str_field<'a>(event: &'a Value, field: &str) -> Option<&'a str> {
+    event
+        .get(field)?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 /// The event id, if the event has one.
 pub fn event_id(event: &Value) -> Option<String> {
     text(event, "id")
@@ -65,23 +74,38 @@ pub fn event_date(event: &Value) -> Option<Timestamp> {
 /// `YYYY-MM-DDTHH:MM:SS`, UTC).
 pub fn parse_event_date(text: &str) -> Option<Timestamp> {
     let text = text.trim();
-    if let Ok(t) = text.parse::<Timestamp>() {
-        return Some(t);
+    // The events list sends civil times; parse as an instant only when there is an offset.
+    let time = text
+        .split_once(['T', 't', ' '])
+        .map_or("", |(_, time)| time);
+    if time.contains(['Z', 'z', '+', '-']) {
+        return text.parse::<Timestamp>().ok();
     }
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    jiff::tz::Offset::UTC.to_timestamp(civil).ok()
 }
 
 /// X's `conversion_time` format: `yyyy-MM-ddTHH:mm:ss.SSSZ`, always UTC.
 pub fn format_conversion_time(at: Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    let t = jiff::tz::Offset::UTC.to_datetime(at);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.subsec_nanosecond() / 1_000_000
+    )
 }
 
 fn event_type(name: &str) -> Option<SignalsEventType> {
-    serde_json::from_value(Value::String(name.to_string())).ok()
+    use serde::Deserialize;
+    use serde::de::IntoDeserializer;
+    let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        name.into_deserializer();
+    SignalsEventType::deserialize(name).ok()
 }
 
 /// Map one event for the X event tag `event_id`.
@@ -103,8 +127,8 @@ pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mappe
     {
         return Mapped::Skip;
     }
-    let type_name = text(event, "type").unwrap_or_default();
-    let Some(kind) = event_type(&type_name) else {
+    let type_name = str_field(event, "type").unwrap_or_default();
+    let Some(kind) = event_type(type_name) else {
         return reject(format!("unknown event type {type_name:?}"));
     };
     if !filter.types.contains(&kind) {
@@ -129,7 +153,10 @@ pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mappe
     if identifiers.is_empty() {
         return reject("event has no phone number or email".into());
     }
-    let description = text(event, "type_value").map(|value| format!("{type_name}:{value}"));
+    let description = match event.get("type_value") {
+        Some(Value::Number(n)) => Some(format!("{type_name}:{n}")),
+        _ => str_field(event, "type_value").map(|value| format!("{type_name}:{value}")),
+    };
     Mapped::Convert {
         conversion: Conversion {
             conversion_time: format_conversion_time(at),

@@ -2,13 +2,18 @@
 //! batches and delivers, and moves the checkpoint once what lies behind it is settled.
 //!
 //! The forwarder is a single loop, so ordering gives the guarantees: a marker that follows an
-//! event in the channel is applied only after the batch holding that event was delivered or
-//! refused by X. Delivery is awaited inline; while it waits, the bounded channels fill up and
-//! push back on the poller and on the postback receiver (503).
+//! event in the channel is applied only after the batch holding that event, and every batch
+//! before it, was delivered or refused by X. Up to `MAX_IN_FLIGHT` batches are sent at once
+//! and finish in order; when all slots are taken the loop waits, the bounded channels fill up
+//! and push back on the poller and on the postback receiver (503).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use jiff::{Timestamp, ToSpan};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -91,17 +96,9 @@ pub async fn run(
         tx,
         stop_polling.clone(),
     ));
-    Forwarder {
-        config: &config,
-        state: &state,
-        metrics: &metrics,
-        seen: SeenSet::new(),
-        batch: Vec::new(),
-        marker: None,
-        deadline: None,
-    }
-    .run(rx, postbacks, &cancel, &drain, &stop_polling)
-    .await;
+    Forwarder::new(&config, &state, &metrics)
+        .run(rx, postbacks, &cancel, &drain, &stop_polling)
+        .await;
     stop_polling.cancel();
     let _ = poller.await;
 }
@@ -169,6 +166,105 @@ struct Pending {
     conversion: Conversion,
 }
 
+/// Batches sent to X at the same time. One request at a time would leave the bridge waiting
+/// on X's latency; a few in flight hide it, and a restart re-reads only what they held.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Sends batches and reports what became of them. Copied into every in-flight delivery.
+#[derive(Clone, Copy)]
+struct Shipper<'a> {
+    config: &'a WorkerConfig,
+    state: &'a BridgeState,
+    metrics: &'a Metrics,
+}
+
+impl<'a> Shipper<'a> {
+    /// Delivers `batch`; true when every conversion in it was accepted or refused by X.
+    async fn ship(self, batch: Vec<Pending>, cancel: CancellationToken) -> bool {
+        let conversions: Vec<Conversion> = batch.iter().map(|p| p.conversion.clone()).collect();
+        let mut sink = XSink {
+            client: &self.config.x,
+            pixel: &self.config.pixel_id,
+            metrics: self.metrics,
+        };
+        let mut start = 0;
+        while start < conversions.len() {
+            // When X's window has less room than the batch, send what fits now rather than
+            // wait for the whole window to reset.
+            let rest = conversions.len() - start;
+            let n = match self.config.budget.upstream_room() {
+                Some(room) if room > 0 && (room as usize) < rest => room as usize,
+                _ => rest,
+            };
+            let part = self
+                .deliver(&mut sink, &conversions[start..start + n], &cancel)
+                .await;
+            self.record(&part, &batch[start..start + n]);
+            if !part.settled() {
+                return false;
+            }
+            start += n;
+        }
+        true
+    }
+
+    /// One request's worth, with the retries reported in metrics, logs and status.
+    async fn deliver(
+        self,
+        sink: &mut XSink<'_>,
+        conversions: &[Conversion],
+        cancel: &CancellationToken,
+    ) -> Delivery {
+        let (ns, name) = (&self.config.namespace, &self.config.name);
+        deliver(sink, conversions, self.config.retry, cancel, |reason, message| {
+            self.metrics.bridge_batch(ns, name, "failed");
+            tracing::warn!(bridge = %name, namespace = %ns, error = %message, "sending conversions failed; retrying");
+            self.state.update(|s| {
+                s.destination = SideHealth::Retrying {
+                    reason,
+                    message: message.to_string(),
+                }
+            });
+        })
+        .await
+    }
+
+    /// Counters, rejections and destination health after delivering `sent`.
+    fn record(self, d: &Delivery, sent: &[Pending]) {
+        let (ns, name) = (&self.config.namespace, &self.config.name);
+        for _ in 0..d.requests_accepted {
+            self.metrics.bridge_batch(ns, name, "sent");
+        }
+        for _ in 0..d.requests_rejected {
+            self.metrics.bridge_batch(ns, name, "rejected");
+        }
+        let count = |outcome, n| self.metrics.bridge_events(ns, name, outcome, n);
+        count("forwarded", d.forwarded as u64);
+        count("rejected", d.rejected.len() as u64);
+        let now = Timestamp::now();
+        self.state.update(|s| {
+            s.progress.forwarded += d.forwarded as i64;
+            s.progress.batches_sent += d.requests_accepted as i64;
+            if d.forwarded > 0 {
+                s.progress.last_forward = Some(now);
+            }
+            for (index, message) in &d.rejected {
+                s.progress.reject(&sent[*index].id, message, now);
+            }
+            match &d.stalled {
+                Some((reason, message)) => {
+                    s.destination = SideHealth::Stalled {
+                        reason: *reason,
+                        message: message.clone(),
+                    };
+                }
+                None if !d.cancelled => s.destination = SideHealth::Healthy,
+                None => {}
+            }
+        });
+    }
+}
+
 struct Forwarder<'a> {
     config: &'a WorkerConfig,
     state: &'a BridgeState,
@@ -179,6 +275,15 @@ struct Forwarder<'a> {
     marker: Option<Timestamp>,
     /// When the partial batch must go out.
     deadline: Option<Instant>,
+    /// Deliveries under way, oldest first; each resolves to whether it settled.
+    in_flight: FuturesOrdered<BoxFuture<'a, bool>>,
+    /// Batches handed to `in_flight` so far, and those finished (in order).
+    shipped: u64,
+    finished: u64,
+    /// Markers waiting for the batch numbered with them (and all before it) to settle.
+    markers: VecDeque<(u64, Timestamp)>,
+    /// A delivery did not settle: the checkpoint stays where it is from now on.
+    failed: bool,
 }
 
 enum Flow {
@@ -186,7 +291,24 @@ enum Flow {
     Stop,
 }
 
-impl Forwarder<'_> {
+impl<'a> Forwarder<'a> {
+    fn new(config: &'a WorkerConfig, state: &'a BridgeState, metrics: &'a Metrics) -> Self {
+        Forwarder {
+            config,
+            state,
+            metrics,
+            seen: SeenSet::new(),
+            batch: Vec::new(),
+            marker: None,
+            deadline: None,
+            in_flight: FuturesOrdered::new(),
+            shipped: 0,
+            finished: 0,
+            markers: VecDeque::new(),
+            failed: false,
+        }
+    }
+
     async fn run(
         mut self,
         mut polled: mpsc::Receiver<Item>,
@@ -198,6 +320,7 @@ impl Forwarder<'_> {
         let mut postbacks_open = true;
         loop {
             let deadline = self.deadline;
+            let busy = !self.in_flight.is_empty();
             let flow = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
@@ -206,6 +329,7 @@ impl Forwarder<'_> {
                     self.drain(polled, postbacks, cancel).await;
                     return;
                 }
+                Some(settled) = self.in_flight.next(), if busy => self.settle(settled),
                 event = postbacks.recv(), if postbacks_open => match event {
                     Some(event) => self.take(event, Origin::Postback),
                     None => {
@@ -219,7 +343,7 @@ impl Forwarder<'_> {
                         self.mark(at);
                         Flow::Continue
                     }
-                    None => return,
+                    None => break,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => self.flush(cancel).await,
             };
@@ -230,9 +354,12 @@ impl Forwarder<'_> {
                 other => other,
             };
             if let Flow::Stop = flow {
-                return;
+                break;
             }
         }
+        // Stopping (a stalled delivery, or the poller gave up): let the deliveries under way
+        // finish so their counts are recorded.
+        self.settle_all().await;
     }
 
     /// Shutdown: stop reading, take what was already read, deliver it, move the checkpoint.
@@ -266,6 +393,7 @@ impl Forwarder<'_> {
         {
             self.flush(cancel).await;
         }
+        self.settle_all().await;
     }
 
     async fn take_and_flush_when_full(
@@ -282,10 +410,12 @@ impl Forwarder<'_> {
 
     /// A marker: the checkpoint may move once what was read before it is settled.
     fn mark(&mut self, at: Timestamp) {
-        if self.batch.is_empty() {
+        if !self.batch.is_empty() {
+            self.marker = Some(at);
+        } else if self.in_flight.is_empty() {
             self.advance(at);
         } else {
-            self.marker = Some(at);
+            self.markers.push_back((self.shipped, at));
         }
     }
 
@@ -356,94 +486,53 @@ impl Forwarder<'_> {
         }
     }
 
-    /// One request's worth, with the retries reported in metrics, logs and status.
-    async fn deliver(
-        &self,
-        sink: &mut XSink<'_>,
-        conversions: &[Conversion],
-        cancel: &CancellationToken,
-    ) -> Delivery {
-        let (ns, name) = (&self.config.namespace, &self.config.name);
-        deliver(sink, conversions, self.config.retry, cancel, |reason, message| {
-            self.metrics.bridge_batch(ns, name, "failed");
-            tracing::warn!(bridge = %name, namespace = %ns, error = %message, "sending conversions failed; retrying");
-            self.state.update(|s| {
-                s.destination = SideHealth::Retrying {
-                    reason,
-                    message: message.to_string(),
-                }
-            });
-        })
-        .await
-    }
-
-    /// Deliver the batch. Stops the worker on a configuration error or cancellation.
+    /// Hands the batch to a delivery; waits for the oldest one while too many are under way.
     async fn flush(&mut self, cancel: &CancellationToken) -> Flow {
         self.deadline = None;
         let batch = std::mem::take(&mut self.batch);
-        let conversions: Vec<Conversion> = batch.iter().map(|p| p.conversion.clone()).collect();
-        let mut sink = XSink {
-            client: &self.config.x,
-            pixel: &self.config.pixel_id,
+        self.shipped += 1;
+        if let Some(at) = self.marker.take() {
+            self.markers.push_back((self.shipped, at));
+        }
+        let shipper = Shipper {
+            config: self.config,
+            state: self.state,
             metrics: self.metrics,
         };
-        let mut start = 0;
-        while start < conversions.len() {
-            // When X's window has less room than the batch, send what fits now rather than
-            // wait for the whole window to reset.
-            let rest = conversions.len() - start;
-            let n = match self.config.budget.upstream_room() {
-                Some(room) if room > 0 && (room as usize) < rest => room as usize,
-                _ => rest,
+        self.in_flight
+            .push_back(Box::pin(shipper.ship(batch, cancel.clone())));
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            let Some(settled) = self.in_flight.next().await else {
+                break;
             };
-            let part = self
-                .deliver(&mut sink, &conversions[start..start + n], cancel)
-                .await;
-            self.record(&part, &batch[start..start + n]);
-            if !part.settled() {
-                // The checkpoint stays behind this batch: the next worker re-reads it.
+            if let Flow::Stop = self.settle(settled) {
                 return Flow::Stop;
             }
-            start += n;
         }
-        if let Some(at) = self.marker.take() {
+        Flow::Continue
+    }
+
+    /// The oldest delivery finished. Markers move the checkpoint only while every delivery
+    /// before them settled; after one that did not, the next worker re-reads from there.
+    fn settle(&mut self, settled: bool) -> Flow {
+        self.finished += 1;
+        if !settled || self.failed {
+            self.failed = true;
+            return Flow::Stop;
+        }
+        while let Some(&(batch, at)) = self.markers.front()
+            && batch <= self.finished
+        {
+            self.markers.pop_front();
             self.advance(at);
         }
         Flow::Continue
     }
 
-    /// Counters, rejections and destination health after delivering `sent`.
-    fn record(&self, d: &Delivery, sent: &[Pending]) {
-        let (ns, name) = (&self.config.namespace, &self.config.name);
-        for _ in 0..d.requests_accepted {
-            self.metrics.bridge_batch(ns, name, "sent");
+    async fn settle_all(&mut self) {
+        while let Some(settled) = self.in_flight.next().await {
+            self.settle(settled);
         }
-        for _ in 0..d.requests_rejected {
-            self.metrics.bridge_batch(ns, name, "rejected");
-        }
-        self.count("forwarded", d.forwarded as u64);
-        self.count("rejected", d.rejected.len() as u64);
-        let now = Timestamp::now();
-        self.state.update(|s| {
-            s.progress.forwarded += d.forwarded as i64;
-            s.progress.batches_sent += d.requests_accepted as i64;
-            if d.forwarded > 0 {
-                s.progress.last_forward = Some(now);
-            }
-            for (index, message) in &d.rejected {
-                s.progress.reject(&sent[*index].id, message, now);
-            }
-            match &d.stalled {
-                Some((reason, message)) => {
-                    s.destination = SideHealth::Stalled {
-                        reason: *reason,
-                        message: message.clone(),
-                    };
-                }
-                None if !d.cancelled => s.destination = SideHealth::Healthy,
-                None => {}
-            }
-        });
     }
 }
 

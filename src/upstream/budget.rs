@@ -27,6 +27,8 @@ struct State {
     blocked_until: Option<Instant>,
     /// What the upstream last reported: units left until its window resets.
     upstream: Option<(u64, Instant)>,
+    /// Units spent on requests the upstream has not answered yet.
+    in_flight: u64,
 }
 
 impl State {
@@ -74,6 +76,7 @@ impl RateBudget {
                 last_refill: Instant::now(),
                 blocked_until: None,
                 upstream: None,
+                in_flight: 0,
             }),
             queue: tokio::sync::Mutex::new(()),
         }
@@ -99,8 +102,9 @@ impl RateBudget {
     }
 
     /// Wait until `units` can be spent, then spend them. A request larger than
-    /// the capacity waits for a full bucket and spends all of it.
-    pub async fn acquire(&self, units: u64) {
+    /// the capacity waits for a full bucket and spends all of it. The units count as in
+    /// flight until the returned guard is dropped: drop it once the upstream answered.
+    pub async fn acquire(&self, units: u64) -> InFlight<'_> {
         let _turn = self.queue.lock().await;
         loop {
             let wait = {
@@ -122,7 +126,11 @@ impl RateBudget {
                             if let Some((room, reset)) = upstream {
                                 s.upstream = Some((room.saturating_sub(units as u64), reset));
                             }
-                            return;
+                            s.in_flight += units as u64;
+                            return InFlight {
+                                budget: self,
+                                units: units as u64,
+                            };
                         }
                         let missing = units - s.available;
                         Duration::from_secs_f64(missing / s.rate_per_sec())
@@ -144,7 +152,8 @@ impl RateBudget {
     }
 
     /// Feed X's `x-rate-limit-remaining` and `x-rate-limit-reset`: until the reset, no
-    /// caller spends more than what remains, so the budget never provokes a 429.
+    /// caller spends more than what remains, so the budget never provokes a 429. Requests
+    /// still in flight may not be counted in `remaining` yet, so their units are held back.
     pub fn observe_rate_limit(&self, remaining: Option<u64>, reset: Option<SystemTime>) {
         let (Some(remaining), Some(reset)) = (remaining, reset) else {
             return;
@@ -157,7 +166,7 @@ impl RateBudget {
         }
         let until = Instant::now() + wait.min(MAX_UPSTREAM_WAIT) + RESET_MARGIN;
         let mut s = self.lock();
-        s.upstream = Some((remaining, until));
+        s.upstream = Some((remaining.saturating_sub(s.in_flight), until));
     }
 
     /// Units the upstream still grants in its current window, when it said so.
@@ -165,6 +174,20 @@ impl RateBudget {
         self.lock()
             .upstream_room(Instant::now())
             .map(|(room, _)| room)
+    }
+}
+
+/// Units of one request, spent and not yet answered (see [`RateBudget::acquire`]).
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    budget: &'a RateBudget,
+    units: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut s = self.budget.lock();
+        s.in_flight = s.in_flight.saturating_sub(self.units);
     }
 }
 
@@ -232,8 +255,12 @@ mod tests {
         assert_eq!(other.available(), 100);
         let start = Instant::now();
         let (x, y) = (a.clone(), b.clone());
-        let h1 = tokio::spawn(async move { x.acquire(40).await });
-        let h2 = tokio::spawn(async move { y.acquire(40).await });
+        let h1 = tokio::spawn(async move {
+            drop(x.acquire(40).await);
+        });
+        let h2 = tokio::spawn(async move {
+            drop(y.acquire(40).await);
+        });
         h1.await.unwrap();
         h2.await.unwrap();
         // 40 were available; the second 40 needs 40 * 9 s of refill.
@@ -282,5 +309,21 @@ mod tests {
             "{waited:?}"
         );
         assert_eq!(b.upstream_room(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn units_in_flight_are_held_back_from_a_newer_report() {
+        let b = RateBudget::new(100_000, WINDOW);
+        let reset = SystemTime::now() + Duration::from_secs(30);
+        b.observe_rate_limit(Some(1_000), Some(reset));
+        let first = b.acquire(500).await;
+        let second = b.acquire(300).await;
+        // The answer to the first request does not count the second one yet.
+        drop(first);
+        b.observe_rate_limit(Some(500), Some(reset));
+        assert_eq!(b.upstream_room(), Some(200));
+        drop(second);
+        b.observe_rate_limit(Some(200), Some(reset));
+        assert_eq!(b.upstream_room(), Some(200));
     }
 }

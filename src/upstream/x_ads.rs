@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::upstream::budget::RateBudget;
+use crate::upstream::budget::{InFlight, RateBudget};
 use crate::upstream::error::{
     Api, UpstreamError, rate_limit_limit, rate_limit_remaining, rate_limit_reset,
 };
@@ -155,6 +155,16 @@ pub struct Conversion {
     pub description: Option<String>,
 }
 
+/// The Conversion API request body, `{"conversions": [...]}`, serialised straight from the
+/// conversions (no intermediate JSON tree).
+pub fn conversions_body(conversions: &[Conversion]) -> Result<Vec<u8>, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        conversions: &'a [Conversion],
+    }
+    serde_json::to_vec(&Body { conversions })
+}
+
 /// X's rate-limit headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RateLimitInfo {
@@ -229,7 +239,8 @@ impl XAdsClient {
         method: reqwest::Method,
         segments: &[&str],
         query: Vec<(String, String)>,
-        body: Option<serde_json::Value>,
+        body: Option<Vec<u8>>,
+        spent: Option<InFlight<'_>>,
     ) -> Result<(DataEnvelope<T>, RateLimitInfo), UpstreamError> {
         let mut url = join_url(&self.base, segments, Api::XAds, op)?;
         let header = oauth::authorization_header(
@@ -248,10 +259,14 @@ impl XAdsClient {
             .client()
             .request(method, url)
             .header(reqwest::header::AUTHORIZATION, header);
-        if let Some(body) = &body {
-            request = request.json(body);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         let result = self.transport.execute(Api::XAds, op, request).await;
+        // Answered: the rate-limit headers below count this request.
+        drop(spent);
         let response = match result {
             Ok(r) => r,
             Err(e) => {
@@ -300,6 +315,7 @@ impl XAdsClient {
                 &["accounts", account, "web_event_tags"],
                 q,
                 None,
+                None,
             )
             .await?;
         Ok(TagsPage {
@@ -337,6 +353,7 @@ impl XAdsClient {
                 &["accounts", account, "web_event_tags", id],
                 Vec::new(),
                 None,
+                None,
             )
             .await?;
         Ok(env.data)
@@ -354,6 +371,7 @@ impl XAdsClient {
                 reqwest::Method::POST,
                 &["accounts", account, "web_event_tags"],
                 TagUpdate::from(params).query(),
+                None,
                 None,
             )
             .await?;
@@ -374,6 +392,7 @@ impl XAdsClient {
                 &["accounts", account, "web_event_tags", id],
                 changed.query(),
                 None,
+                None,
             )
             .await?;
         Ok(env.data)
@@ -388,6 +407,7 @@ impl XAdsClient {
                 &["accounts", account, "web_event_tags", id],
                 Vec::new(),
                 None,
+                None,
             )
             .await?;
         Ok(env.data)
@@ -399,10 +419,15 @@ impl XAdsClient {
         pixel: &str,
         conversions: &[Conversion],
     ) -> Result<ConversionsResult, UpstreamError> {
-        if let Some(budget) = &self.budget {
-            budget.acquire(conversions.len().max(1) as u64).await;
-        }
-        let body = serde_json::json!({ "conversions": conversions });
+        let spent = match &self.budget {
+            Some(budget) => Some(budget.acquire(conversions.len().max(1) as u64).await),
+            None => None,
+        };
+        let body = conversions_body(conversions).map_err(|e| UpstreamError::InvalidRequest {
+            api: Api::XAds,
+            operation: "send_conversions",
+            detail: e.to_string(),
+        })?;
         let (env, rate): (DataEnvelope<ConversionsData>, _) = self
             .call(
                 "send_conversions",
@@ -410,6 +435,7 @@ impl XAdsClient {
                 &["measurement", "conversions", pixel],
                 Vec::new(),
                 Some(body),
+                spent,
             )
             .await?;
         Ok(ConversionsResult {
