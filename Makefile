@@ -68,7 +68,10 @@ docs-check:
 ## make bench: the benchmarks of BENCHMARKS.md (minutes; not part of make test).
 bench:
 	@scripts/control-plane.sh up >/dev/null
-	@mkdir -p target/bench
-	$(CARGO) bench --bench pipeline -- --warm-up-time 1 --measurement-time 5 | tee target/bench/pipeline.txt
+	@rm -rf target/bench && mkdir -p target/bench
+	$(CARGO) bench --no-run --bench pipeline --bench e2e
+	@head -1 /proc/stat > target/bench/cpu-before
+	$(CARGO) bench --bench pipeline -- --warm-up-time 2 --measurement-time 10 | tee target/bench/pipeline.txt
 	$(CARGO) bench --bench e2e
+	@head -1 /proc/stat > target/bench/cpu-after
 	scripts/bench-report.sh > BENCHMARKS.md
