@@ -271,16 +271,13 @@ struct Forwarder<'a> {
     metrics: &'a Metrics,
     seen: SeenSet,
     batch: Vec<Pending>,
-    /// The newest marker received while `batch` was not empty.
-    marker: Option<Timestamp>,
     /// When the partial batch must go out.
     deadline: Option<Instant>,
     /// Deliveries under way, oldest first; each resolves to whether it settled.
     in_flight: FuturesOrdered<BoxFuture<'a, bool>>,
-    /// Batches handed to `in_flight` so far, and those finished (in order).
+    /// Batches handed to `in_flight` so far (1, 2, ...).
     shipped: u64,
-    finished: u64,
-    /// Markers waiting for the batch numbered with them (and all before it) to settle.
+    /// Markers waiting for batch number `.0`, and every batch before it, to settle.
     markers: VecDeque<(u64, Timestamp)>,
     /// A delivery did not settle: the checkpoint stays where it is from now on.
     failed: bool,
@@ -299,11 +296,9 @@ impl<'a> Forwarder<'a> {
             metrics,
             seen: SeenSet::new(),
             batch: Vec::new(),
-            marker: None,
             deadline: None,
             in_flight: FuturesOrdered::new(),
             shipped: 0,
-            finished: 0,
             markers: VecDeque::new(),
             failed: false,
         }
@@ -408,14 +403,24 @@ impl<'a> Forwarder<'a> {
         }
     }
 
-    /// A marker: the checkpoint may move once what was read before it is settled.
+    /// Batches settled so far (deliveries finish in order).
+    fn finished(&self) -> u64 {
+        self.shipped - self.in_flight.len() as u64
+    }
+
+    /// A marker: the checkpoint may move once what was read before it is settled, that is
+    /// the open batch (which will be the next one shipped) and every batch already shipped.
     fn mark(&mut self, at: Timestamp) {
-        if !self.batch.is_empty() {
-            self.marker = Some(at);
-        } else if self.in_flight.is_empty() {
+        let after = self.shipped + u64::from(!self.batch.is_empty());
+        if after <= self.finished() {
             self.advance(at);
+        } else if let Some(last) = self.markers.back_mut()
+            && last.0 == after
+        {
+            // Only the newest marker behind a batch matters.
+            last.1 = at;
         } else {
-            self.markers.push_back((self.shipped, at));
+            self.markers.push_back((after, at));
         }
     }
 
@@ -491,9 +496,6 @@ impl<'a> Forwarder<'a> {
         self.deadline = None;
         let batch = std::mem::take(&mut self.batch);
         self.shipped += 1;
-        if let Some(at) = self.marker.take() {
-            self.markers.push_back((self.shipped, at));
-        }
         let shipper = Shipper {
             config: self.config,
             state: self.state,
@@ -515,13 +517,12 @@ impl<'a> Forwarder<'a> {
     /// The oldest delivery finished. Markers move the checkpoint only while every delivery
     /// before them settled; after one that did not, the next worker re-reads from there.
     fn settle(&mut self, settled: bool) -> Flow {
-        self.finished += 1;
         if !settled || self.failed {
             self.failed = true;
             return Flow::Stop;
         }
         while let Some(&(batch, at)) = self.markers.front()
-            && batch <= self.finished
+            && batch <= self.finished()
         {
             self.markers.pop_front();
             self.advance(at);

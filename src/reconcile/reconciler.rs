@@ -109,6 +109,12 @@ where
 {
     let ctx = ctx.clone();
     let key = key(obj.as_ref());
+    // Taken by whichever reconcile comes next, so that none outlives its object.
+    let echo = ctx
+        .echoes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key);
     if obj.meta().deletion_timestamp.is_some() {
         return finalize(&obj, &ctx).await;
     }
@@ -150,11 +156,6 @@ where
             K::default_resync(ctx.resync)
         }
     };
-    let echo = ctx
-        .echoes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key);
     if echo.is_some() && echo == trigger_hash(obj.as_ref()) {
         // The external-id annotation this process wrote after creating the object, and
         // nothing else changed: the upstream object was synced moments ago.
@@ -222,8 +223,6 @@ impl From<kube::Error> for SyncError {
     }
 }
 
-/// Converges one object; returns its health, the last observation and whether upstream was
-/// written.
 /// Makes upstream match `obj`: the health to report, what was observed, whether upstream was
 /// written, and the trigger hash of the external-id annotation written (if one was).
 async fn sync<K, A>(
