@@ -375,6 +375,43 @@ async fn suspend_stops_forwarding_and_resume_loses_nothing() {
     assert_eq!(ids.len(), 500);
 }
 
+/// A backlog goes out with several requests in flight (X's latency would otherwise bound the
+/// bridge), never more than four, and the checkpoint still covers every event.
+#[tokio::test]
+async fn a_backlog_is_sent_with_up_to_four_requests_in_flight() {
+    let env = env("bridge-in-flight").await;
+    let tag = env.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    env.fake.set_fault(fake_upstreams::FaultRule {
+        operation: Some("x.send_conversions".into()),
+        latency_ms: 500,
+        ..Default::default()
+    });
+    let now = Timestamp::now();
+    let start = now - 1.hours();
+    let events = spread(
+        "f",
+        5_000,
+        start + 1.second(),
+        now - 5.seconds(),
+        &["converted"],
+        0,
+    );
+    env.seed(&events);
+    env.create::<ConversionBridge>(bridge(
+        "b",
+        start,
+        json!({"destination": {"x": {"eventId": tag}}}),
+    ))
+    .await;
+    let last = events.iter().map(|g| g.at).max().unwrap();
+    env.wait_for_long::<ConversionBridge>("b", |o| {
+        status_i64(o, "eventsForwarded") == 5_000 && checkpoint(o).is_some_and(|c| c > last)
+    })
+    .await;
+    assert_eq!(env.fake.distinct_conversion_count(), 5_000);
+    assert_eq!(env.fake.peak_concurrency("x.send_conversions"), 4);
+}
+
 /// Events that only exist as postbacks (not in the Signals list), so they can reach X only
 /// through the receiver.
 fn postback_events(prefix: &str, n: u64) -> Vec<Value> {

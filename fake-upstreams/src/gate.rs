@@ -90,6 +90,7 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
         path,
     };
 
+    let _answering = Answering::start(&shared, operation);
     let (latency, outcome, after_effect) = {
         let mut inner = shared.lock();
         match inner.faults.iter_mut().find(|r| r.matches(api, operation)) {
@@ -113,6 +114,30 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     };
     record(&shared, &call, response.status().as_u16());
     response
+}
+
+/// Counts a request as being answered until dropped (also when the connection is dropped).
+struct Answering<'a> {
+    shared: &'a Shared,
+    operation: &'static str,
+}
+
+impl<'a> Answering<'a> {
+    fn start(shared: &'a Shared, operation: &'static str) -> Self {
+        let mut inner = shared.lock();
+        let (now, peak) = inner.concurrency.entry(operation).or_default();
+        *now += 1;
+        *peak = (*peak).max(*now);
+        Answering { shared, operation }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.shared.lock().concurrency.get_mut(self.operation) {
+            *now = now.saturating_sub(1);
+        }
+    }
 }
 
 async fn inject(shared: &Shared, call: &Call, outcome: Outcome) -> Response {

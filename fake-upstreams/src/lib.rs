@@ -325,6 +325,15 @@ impl FakeUpstreams {
         self.shared.lock().conversions.clone()
     }
 
+    /// The most requests of `operation` (e.g. `x.send_conversions`) ever answered at once.
+    pub fn peak_concurrency(&self, operation: &str) -> usize {
+        self.shared
+            .lock()
+            .concurrency
+            .get(operation)
+            .map_or(0, |(_, peak)| *peak)
+    }
+
     /// How many conversions were accepted so far, repeats included.
     pub fn conversion_count(&self) -> usize {
         self.shared.lock().conversions.len()

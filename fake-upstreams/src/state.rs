@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     /// The distinct `conversion_id`s in `conversions`, kept as they arrive so that tests and
     /// benchmarks polling for progress do not rebuild the set under the lock.
     pub conversion_ids: std::collections::HashSet<String>,
+    /// operation → (requests being answered now, the most there ever were at once).
+    pub concurrency: HashMap<&'static str, (usize, usize)>,
     /// Requests to the Conversion API accepted so far.
     pub conversion_batches: u64,
     pub requests: Vec<RequestRecord>,
