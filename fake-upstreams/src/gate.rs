@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::Shared;
-use crate::faults::{Outcome, failure_response};
+use crate::faults::{FaultRule, Outcome};
 use crate::state::RequestRecord;
 
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -91,25 +92,46 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     };
 
     let _answering = Answering::start(&shared, operation);
-    let (latency, outcome, after_effect) = {
+    // Rules may match on the body, so it is read before any rule is looked at.
+    let (parts, body) = request.into_parts();
+    let Ok(body) = to_bytes(body, MAX_BODY).await else {
+        let response = crate::error_body(
+            api,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "INVALID_REQUEST",
+            "body too large",
+        );
+        record(&shared, &call, response.status().as_u16());
+        return response;
+    };
+    let (latency, fault) = {
         let mut inner = shared.lock();
-        match inner.faults.iter_mut().find(|r| r.matches(api, operation)) {
-            Some(rule) => (rule.latency_ms, rule.draw(), rule.after_effect),
-            None => (0, Outcome::Pass, false),
+        match inner
+            .faults
+            .iter_mut()
+            .find(|r| r.matches_request(api, operation, &call.path, &body))
+        {
+            Some(rule) => {
+                let outcome = rule.draw();
+                // Cloned only when it fires: passing requests are the hot path of benchmarks.
+                let fault = (outcome != Outcome::Pass).then(|| (outcome, rule.clone()));
+                (rule.latency_ms, fault)
+            }
+            None => (0, None),
         }
     };
     if latency > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
 
-    let response = if outcome != Outcome::Pass && !after_effect {
-        inject(&shared, &call, outcome).await
-    } else {
-        let response = serve(&shared, api, operation, request, next).await;
-        if outcome == Outcome::Pass {
-            response
-        } else {
-            inject(&shared, &call, outcome).await
+    let response = match fault {
+        None => serve(&shared, api, operation, parts, body, next).await,
+        Some((outcome, rule)) => {
+            if rule.after_effect {
+                // The write lands; its answer is what gets lost.
+                serve(&shared, api, operation, parts, body, next).await;
+            }
+            inject(&shared, &call, &rule, outcome).await
         }
     };
     record(&shared, &call, response.status().as_u16());
@@ -140,7 +162,7 @@ impl Drop for Answering<'_> {
     }
 }
 
-async fn inject(shared: &Shared, call: &Call, outcome: Outcome) -> Response {
+async fn inject(shared: &Shared, call: &Call, rule: &FaultRule, outcome: Outcome) -> Response {
     match outcome {
         Outcome::Drop => {
             record(shared, call, 0);
@@ -151,9 +173,9 @@ async fn inject(shared: &Shared, call: &Call, outcome: Outcome) -> Response {
         }
         Outcome::Timeout(hold) => {
             tokio::time::sleep(hold).await;
-            failure_response(call.api, outcome)
+            rule.response(call.api, outcome)
         }
-        _ => failure_response(call.api, outcome),
+        _ => rule.response(call.api, outcome),
     }
 }
 
@@ -162,62 +184,55 @@ async fn serve(
     shared: &Shared,
     api: &str,
     operation: &str,
-    request: Request,
+    parts: Parts,
+    body: Bytes,
     next: Next,
 ) -> Response {
-    match api {
-        "hub" if operation == "hub.token" => next.run(request).await,
-        "hub" | "signals" => {
-            let token = bearer(&request);
-            if !token.is_some_and(|t| shared.lock().token_valid(&t)) {
-                return crate::error_body(
-                    api,
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    "Invalid or expired token",
-                );
-            }
-            next.run(request).await
-        }
-        "x" => {
-            let (parts, body) = request.into_parts();
-            let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
-                return crate::error_body(
-                    api,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "INVALID_REQUEST",
-                    "body too large",
-                );
-            };
-            let host = parts
-                .headers
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let admission = crate::x_ads::admit(shared, &parts, &host, operation, &bytes);
-            match admission {
-                Err(response) => response,
-                Ok(headers) => {
-                    let mut response = next
-                        .run(Request::from_parts(parts, Body::from(bytes)))
-                        .await;
-                    for (k, v) in headers {
-                        if let Ok(v) = HeaderValue::from_str(&v) {
-                            response.headers_mut().insert(k, v);
-                        }
-                    }
-                    response
+    if api == "x" {
+        return serve_x(shared, operation, parts, body, next).await;
+    }
+    let needs_token = matches!(api, "hub" | "signals") && operation != "hub.token";
+    if needs_token && !bearer(&parts).is_some_and(|t| shared.lock().token_valid(&t)) {
+        return crate::error_body(
+            api,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Invalid or expired token",
+        );
+    }
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+async fn serve_x(
+    shared: &Shared,
+    operation: &str,
+    parts: Parts,
+    body: Bytes,
+    next: Next,
+) -> Response {
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    match crate::x_ads::admit(shared, &parts, &host, operation, &body) {
+        Err(response) => response,
+        Ok(headers) => {
+            let mut response = next.run(Request::from_parts(parts, Body::from(body))).await;
+            for (k, v) in headers {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    response.headers_mut().insert(k, v);
                 }
             }
+            response
         }
-        _ => next.run(request).await,
     }
 }
 
-fn bearer(request: &Request) -> Option<String> {
-    request
-        .headers()
+fn bearer(parts: &Parts) -> Option<String> {
+    parts
+        .headers
         .get("authorization")?
         .to_str()
         .ok()?

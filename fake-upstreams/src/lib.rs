@@ -39,6 +39,7 @@ mod oauth;
 mod signals;
 pub mod state;
 mod x_ads;
+pub mod x_errors;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -50,7 +51,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-pub use faults::FaultRule;
+pub use faults::{Canned, FaultRule};
 pub use state::{
     Keyword, PostbackKind, ReceivedConversion, RequestRecord, Tag, XCredentials, XRateLimits,
 };
