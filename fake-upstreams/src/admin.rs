@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/state", get(state))
         .route("/x-rate-limit", post(x_rate_limit))
         .route("/token-ttl", post(token_ttl))
+        .route("/signals-clock", post(signals_clock))
 }
 
 async fn requests(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -100,5 +101,15 @@ struct Ttl {
 
 async fn token_ttl(State(s): State<Arc<Shared>>, Json(ttl): Json<Ttl>) -> StatusCode {
     s.lock().token_ttl = Some(Duration::from_secs(ttl.seconds));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct ClockOffset {
+    offset_seconds: i64,
+}
+
+async fn signals_clock(State(s): State<Arc<Shared>>, Json(c): Json<ClockOffset>) -> StatusCode {
+    s.lock().signals_clock_offset = c.offset_seconds;
     StatusCode::NO_CONTENT
 }

@@ -1,5 +1,5 @@
 //! What every API request passes through: naming, fault injection, authentication, X's
-//! rate budget and the request log.
+//! rate budget, the Signals clock's `Date` and the request log.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -101,6 +101,7 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
             "INVALID_REQUEST",
             "body too large",
         );
+        let response = stamp_date(&shared, api, response);
         record(&shared, &call, response.status().as_u16());
         return response;
     };
@@ -134,7 +135,20 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
             inject(&shared, &call, &rule, outcome).await
         }
     };
+    let response = stamp_date(&shared, api, response);
     record(&shared, &call, response.status().as_u16());
+    response
+}
+
+/// 360dialog answers with a `Date` from its own clock, which need not agree with the
+/// client's; the fake's Signals clock stands in for it. A canned answer's own `Date` wins.
+fn stamp_date(shared: &Shared, api: &str, mut response: Response) -> Response {
+    if matches!(api, "hub" | "signals") && !response.headers().contains_key(header::DATE) {
+        let now = shared.lock().signals_now();
+        if let Ok(v) = HeaderValue::from_str(&crate::http_date(now)) {
+            response.headers_mut().insert(header::DATE, v);
+        }
+    }
     response
 }
 

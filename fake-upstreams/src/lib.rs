@@ -262,6 +262,33 @@ impl FakeUpstreams {
         signals::seed_events(&mut self.shared.lock(), client, app, events);
     }
 
+    /// Adds one event dated by the Signals clock, as real Signals dates events by its own
+    /// clock rather than the client's: `date` becomes [`FakeUpstreams::signals_now`] as
+    /// `YYYY-MM-DDTHH:MM:SS`. An event that is not a JSON object is seeded unchanged.
+    pub fn record_event_now(&self, client: &str, app: &str, mut event: Value) {
+        let mut inner = self.shared.lock();
+        if let Value::Object(fields) = &mut event {
+            let date = inner
+                .signals_now()
+                .strftime("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            fields.insert("date".into(), Value::String(date));
+        }
+        signals::seed_events(&mut inner, client, app, vec![event]);
+    }
+
+    /// Sets how far the Signals clock runs ahead of real time (negative: behind). It dates
+    /// every Hub and Signals response (`Date`) and [`FakeUpstreams::record_event_now`].
+    pub fn set_signals_clock_offset(&self, offset_secs: i64) {
+        self.shared.lock().signals_clock_offset = offset_secs;
+    }
+
+    /// The Signals clock: real time plus the offset of
+    /// [`FakeUpstreams::set_signals_clock_offset`].
+    pub fn signals_now(&self) -> jiff::Timestamp {
+        self.shared.lock().signals_now()
+    }
+
     // --- X Ads ---
 
     pub fn add_x_credentials(&self, credentials: XCredentials, accounts: &[&str]) {
@@ -396,6 +423,11 @@ pub(crate) fn error_body(api: &str, status: StatusCode, code: &str, message: &st
         json!({"detail": message})
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// An HTTP `Date` value (RFC 9110 IMF-fixdate), e.g. `Tue, 01 Dec 2026 22:50:21 GMT`.
+pub(crate) fn http_date(t: jiff::Timestamp) -> String {
+    t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
 pub(crate) fn now_rfc3339() -> String {

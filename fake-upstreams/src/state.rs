@@ -137,6 +137,8 @@ pub(crate) struct Inner {
     pub x_limits: XRateLimits,
     /// (account, "conversions" | "requests") → window.
     pub x_windows: HashMap<(String, &'static str), Window>,
+    /// Seconds the fake Signals' clock runs ahead of real time (negative: behind).
+    pub signals_clock_offset: i64,
     pub next_id: u64,
 }
 
@@ -156,6 +158,18 @@ impl Inner {
             Some(Some(expiry)) => Instant::now() < *expiry,
             None => false,
         }
+    }
+
+    /// The fake Signals' clock: real time shifted by `signals_clock_offset`. An offset beyond
+    /// jiff's range stops the clock at the range's end, since a test fake should not panic.
+    pub fn signals_now(&self) -> jiff::Timestamp {
+        let now = jiff::Timestamp::now();
+        now.checked_add(jiff::SignedDuration::from_secs(self.signals_clock_offset))
+            .unwrap_or(if self.signals_clock_offset > 0 {
+                jiff::Timestamp::MAX
+            } else {
+                jiff::Timestamp::MIN
+            })
     }
 
     pub fn account_of_pixel(&self, pixel: &str) -> Option<String> {

@@ -1,11 +1,12 @@
-//! Canned answers, request filters and 429 details of fault rules. X requests here are unsigned on purpose: injected faults answer before
-//! authentication, so an unsigned request that a rule catches gets the rule's answer and one
-//! that it does not catch gets X's 401.
+//! Canned answers, request filters and 429 details of fault rules; the Signals clock. X
+//! requests here are unsigned on purpose: injected faults answer before authentication, so an
+//! unsigned request that a rule catches gets the rule's answer and one that it does not catch
+//! gets X's 401.
 
 use fake_upstreams::faults::Canned;
 use fake_upstreams::{FakeUpstreams, FaultRule, PostbackKind, x_errors};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, DATE, RETRY_AFTER};
 use serde_json::{Value, json};
 
 const EVENTS: &str = "/v1/clients/c1/apps/a1/events?date_from=2026-01-01T00:00:00&date_to=2027-01-01T00:00:00&limit=1000";
@@ -287,11 +288,89 @@ async fn a_canned_answer_after_effect_lets_the_write_land() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(r.headers().contains_key(DATE));
     assert_eq!(r.text().await.unwrap(), "<html>bad gateway</html>");
     assert_eq!(
         fake.postback_url("c1", "a1", "ad1", PostbackKind::Ad)
             .as_deref(),
         Some("https://example.com/pb")
+    );
+}
+
+fn parse_http_date(r: &reqwest::Response) -> jiff::Timestamp {
+    // Hyper adds its own `Date` unless one is set; two would leave clients guessing.
+    assert_eq!(r.headers().get_all(DATE).iter().count(), 1);
+    let text = r.headers()[DATE].to_str().unwrap();
+    jiff::civil::DateTime::strptime("%a, %d %b %Y %H:%M:%S GMT", text)
+        .unwrap_or_else(|e| panic!("Date {text:?}: {e}"))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+}
+
+fn assert_near(got: jiff::Timestamp, want: jiff::Timestamp) {
+    let off = (got - want).get_seconds().abs();
+    assert!(off <= 2, "{got} is {off} s from {want}");
+}
+
+#[tokio::test]
+async fn signals_date_header_follows_the_clock_offset() {
+    let fake = FakeUpstreams::start().await.unwrap();
+    fake.add_static_token("t");
+    let hour = jiff::SignedDuration::from_hours(1);
+
+    let r = signals_get(&fake, EVENTS).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_near(parse_http_date(&r), jiff::Timestamp::now());
+
+    fake.set_signals_clock_offset(3600);
+    assert_near(fake.signals_now(), jiff::Timestamp::now() + hour);
+    let r = signals_get(&fake, EVENTS).await;
+    assert_near(parse_http_date(&r), jiff::Timestamp::now() + hour);
+
+    admin_post(&fake, "/signals-clock", json!({"offset_seconds": -7200})).await;
+    let r = signals_get(&fake, EVENTS).await;
+    assert_near(parse_http_date(&r), jiff::Timestamp::now() - hour * 2);
+    // Refusals are dated by the same clock.
+    let r = reqwest::Client::new()
+        .get(format!("{}{EVENTS}", fake.signals_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_near(parse_http_date(&r), jiff::Timestamp::now() - hour * 2);
+    let r = reqwest::Client::new()
+        .post(format!("{}/token", fake.hub_url()))
+        .json(&json!({"username": "nobody", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_near(parse_http_date(&r), jiff::Timestamp::now() - hour * 2);
+}
+
+#[tokio::test]
+async fn record_event_now_dates_by_the_signals_clock() {
+    let fake = FakeUpstreams::start().await.unwrap();
+    fake.add_static_token("t");
+    fake.set_signals_clock_offset(-86_400);
+    fake.record_event_now("c1", "a1", json!({"id": "e1", "type": "converted"}));
+    let yesterday = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24);
+    let r = signals_get(
+        &fake,
+        &format!(
+            "/v1/clients/c1/apps/a1/events?date_from={}&limit=10",
+            (yesterday - jiff::SignedDuration::from_secs(60)).strftime("%Y-%m-%dT%H:%M:%S")
+        ),
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["total_count"], 1);
+    let date = body["data"][0]["date"].as_str().unwrap();
+    assert_eq!(date.len(), "YYYY-MM-DDTHH:MM:SS".len(), "{date}");
+    let civil: jiff::civil::DateTime = date.parse().unwrap();
+    assert_near(
+        civil.to_zoned(jiff::tz::TimeZone::UTC).unwrap().timestamp(),
+        yesterday,
     );
 }
 
