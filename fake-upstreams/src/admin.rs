@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/x-rate-limit", post(x_rate_limit))
         .route("/token-ttl", post(token_ttl))
         .route("/signals-clock", post(signals_clock))
+        .route("/signals-max-page", post(signals_max_page))
 }
 
 async fn requests(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -111,5 +112,15 @@ struct ClockOffset {
 
 async fn signals_clock(State(s): State<Arc<Shared>>, Json(c): Json<ClockOffset>) -> StatusCode {
     s.lock().signals_clock_offset = c.offset_seconds;
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct MaxPage {
+    max: Option<usize>,
+}
+
+async fn signals_max_page(State(s): State<Arc<Shared>>, Json(m): Json<MaxPage>) -> StatusCode {
+    s.lock().signals_max_page = m.max;
     StatusCode::NO_CONTENT
 }

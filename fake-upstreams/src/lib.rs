@@ -289,6 +289,12 @@ impl FakeUpstreams {
         self.shared.lock().signals_now()
     }
 
+    /// Caps the events list at `n` events per page whatever `limit` asks for, while the
+    /// answer still echoes the `limit` asked and the full `total_count`; None lifts the cap.
+    pub fn set_signals_max_page(&self, n: Option<usize>) {
+        self.shared.lock().signals_max_page = n;
+    }
+
     // --- X Ads ---
 
     pub fn add_x_credentials(&self, credentials: XCredentials, accounts: &[&str]) {

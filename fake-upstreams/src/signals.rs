@@ -601,8 +601,11 @@ async fn list_events(
     } else {
         all().count()
     };
+    // The cap shortens the page only: `limit` is echoed as asked, as a server that caps
+    // pages silently does, so that a client paging by `limit` skips events.
+    let served = inner.signals_max_page.map_or(limit, |max| limit.min(max));
     let mut body = String::from(r#"{"data":["#);
-    for (i, e) in all().skip(offset).take(limit).enumerate() {
+    for (i, e) in all().skip(offset).take(served).enumerate() {
         if i > 0 {
             body.push(',');
         }

@@ -139,6 +139,8 @@ pub(crate) struct Inner {
     pub x_windows: HashMap<(String, &'static str), Window>,
     /// Seconds the fake Signals' clock runs ahead of real time (negative: behind).
     pub signals_clock_offset: i64,
+    /// The most events one page of the events list holds, whatever `limit` asks for.
+    pub signals_max_page: Option<usize>,
     pub next_id: u64,
 }
 

@@ -1,7 +1,7 @@
-//! Canned answers, request filters and 429 details of fault rules; the Signals clock. X
-//! requests here are unsigned on purpose: injected faults answer before authentication, so an
-//! unsigned request that a rule catches gets the rule's answer and one that it does not catch
-//! gets X's 401.
+//! Canned answers, request filters and 429 details of fault rules; the Signals clock and
+//! short pages. X requests here are unsigned on purpose: injected faults answer before
+//! authentication, so an unsigned request that a rule catches gets the rule's answer and one
+//! that it does not catch gets X's 401.
 
 use fake_upstreams::faults::Canned;
 use fake_upstreams::{FakeUpstreams, FaultRule, PostbackKind, x_errors};
@@ -45,6 +45,10 @@ fn content_type(r: &reqwest::Response) -> Option<String> {
     r.headers()
         .get(CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string())
+}
+
+fn event(id: &str, date: &str) -> Value {
+    json!({"id": id, "date": date, "type": "converted"})
 }
 
 fn respond(canned: Canned) -> FaultRule {
@@ -372,6 +376,46 @@ async fn record_event_now_dates_by_the_signals_clock() {
         civil.to_zoned(jiff::tz::TimeZone::UTC).unwrap().timestamp(),
         yesterday,
     );
+}
+
+#[tokio::test]
+async fn max_page_shortens_pages_but_not_limit_or_total() {
+    let fake = FakeUpstreams::start().await.unwrap();
+    fake.add_static_token("t");
+    let events = (1..=5)
+        .map(|i| event(&format!("e{i}"), &format!("2026-11-0{i}T00:00:00")))
+        .collect();
+    fake.seed_events("c1", "a1", events);
+
+    fake.set_signals_max_page(Some(2));
+    let body: Value = signals_get(&fake, EVENTS).await.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(body["total_count"], 5);
+    assert_eq!(body["limit"], 1000);
+    let body: Value = signals_get(&fake, &format!("{EVENTS}&offset=3"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e4", "e5"]);
+
+    // Events seeded between pages are counted on the next page.
+    fake.seed_events("c1", "a1", vec![event("e6", "2026-11-06T00:00:00")]);
+    let body: Value = signals_get(&fake, EVENTS).await.json().await.unwrap();
+    assert_eq!(body["total_count"], 6);
+
+    admin_post(&fake, "/signals-max-page", json!({"max": null})).await;
+    let body: Value = signals_get(&fake, EVENTS).await.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 6);
+    admin_post(&fake, "/signals-max-page", json!({"max": 1})).await;
+    let body: Value = signals_get(&fake, EVENTS).await.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
