@@ -21,10 +21,22 @@
 //! RFC 3339 or as `YYYY-MM-DDTHH:MM:SS[.fff]` in UTC; an event whose date does not parse sorts
 //! and filters by the raw text compared with the `YYYY-MM-DDTHH:MM:SS` filter bounds.
 //!
+//! Hub and Signals responses carry a `Date` from the fake's Signals clock, real time plus an
+//! offset ([`FakeUpstreams::set_signals_clock_offset`]), so that tests can give Signals a clock
+//! that disagrees with the operator's. [`FakeUpstreams::set_signals_max_page`] makes the events
+//! list answer short pages while echoing the `limit` asked, as a server that caps pages
+//! silently does.
+//!
+//! Faults ([`FaultRule`]) are chosen per request by api, operation, path and body text, and
+//! answer with 5xx, 429, a hold, a dropped connection or a [`Canned`] answer (any status, body
+//! and headers; [`x_errors`] has X's documented errors and a proxy's HTML 400 ready).
+//!
 //! Admin HTTP API (JSON, not logged, no auth): `GET|DELETE /_admin/requests`,
 //! `GET /_admin/conversions`, `POST /_admin/faults` (a [`FaultRule`]), `DELETE /_admin/faults`,
 //! `POST /_admin/events/{client}/{app}` (an array of events), `GET /_admin/state`,
-//! `POST /_admin/x-rate-limit` ([`XRateLimits`]), `POST /_admin/token-ttl` (`{"seconds":N}`).
+//! `POST /_admin/x-rate-limit` ([`XRateLimits`]), `POST /_admin/token-ttl` (`{"seconds":N}`),
+//! `POST /_admin/signals-clock` (`{"offset_seconds":N}`), `POST /_admin/signals-max-page`
+//! (`{"max":N}` or `{"max":null}`).
 //! The same is available in-process through the methods of [`FakeUpstreams`].
 #![forbid(unsafe_code)]
 // Handlers return the error response itself as `Err`, the usual axum idiom; boxing every
