@@ -24,8 +24,10 @@ fn events(n: usize) -> Vec<Value> {
 
 fn bench(c: &mut Criterion) {
     let filter = EventFilter {
+        app_id: "app".into(),
         types: HashSet::from([SignalsEventType::Converted]),
         ad_ids: HashSet::new(),
+        time_zone: jiff::tz::TimeZone::UTC,
     };
     let one = events(1).remove(0);
     let mut group = c.benchmark_group("map_event");

@@ -9,5 +9,6 @@ pub mod crdgen;
 pub mod metrics;
 pub mod operator;
 pub mod reconcile;
+pub mod runtime;
 pub mod server;
 pub mod upstream;

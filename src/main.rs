@@ -68,6 +68,14 @@ struct RunArgs {
     /// Least time between two status writes of one ConversionBridge.
     #[arg(long, env = "CTWA_BRIDGE_STATUS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     bridge_status_interval: std::time::Duration,
+    /// Forwarded event ids one ConversionBridge remembers at most; beyond it the oldest are
+    /// forgotten first (counted in `ctwa_bridge_seen_ids_evicted_total`).
+    #[arg(long, env = "CTWA_BRIDGE_MAX_SEEN_IDS", default_value_t = ctwa_operator::bridge::dedupe::DEFAULT_MAX_SEEN_IDS)]
+    bridge_max_seen_ids: usize,
+    /// Signals API requests per second per 360dialog Secret, shared by every object and
+    /// bridge using it (at most 4 in flight at once).
+    #[arg(long, env = "CTWA_SIGNALS_REQUESTS_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    signals_requests_per_second: u32,
     /// Run only while holding the leader Lease (run several replicas for availability).
     #[arg(long, env = "CTWA_LEADER_ELECTION")]
     leader_election: bool,
@@ -126,6 +134,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 duration: args.lease_duration,
             }),
         shutdown_grace: args.shutdown_grace,
+        bridge_max_seen_ids: args.bridge_max_seen_ids,
+        signals_requests_per_second: args.signals_requests_per_second,
     };
     ctwa_operator::operator::run(client, config).await
 }

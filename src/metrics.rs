@@ -100,6 +100,7 @@ pub struct Metrics {
     bridge_events_total: Family<BridgeOutcomeLabels, Counter>,
     bridge_batches_total: Family<BridgeOutcomeLabels, Counter>,
     bridge_lag: Family<BridgeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    bridge_seen_ids_evicted: Family<BridgeLabels, Counter>,
     rate_limit_remaining: Family<RateLimitLabels, Gauge>,
     /// Families cannot be iterated, so [`Metrics::forget_bridge`] needs to know
     /// which outcome values may exist. A handful of strings, never per-bridge.
@@ -124,6 +125,7 @@ impl Metrics {
             bridge_events_total: Family::default(),
             bridge_batches_total: Family::default(),
             bridge_lag: Family::default(),
+            bridge_seen_ids_evicted: Family::default(),
             rate_limit_remaining: Family::default(),
             bridge_outcomes: Mutex::default(),
         };
@@ -166,6 +168,11 @@ impl Metrics {
             "Age of the oldest event a bridge has not delivered yet",
             Unit::Seconds,
             m.bridge_lag.clone(),
+        );
+        m.registry.register(
+            "bridge_seen_ids_evicted",
+            "Forwarded event ids a bridge forgot early because its set reached --bridge-max-seen-ids",
+            m.bridge_seen_ids_evicted.clone(),
         );
         m.registry.register(
             "rate_limit_remaining",
@@ -212,6 +219,16 @@ impl Metrics {
             .set(seconds);
     }
 
+    /// Count ids a bridge's forwarded-id set evicted because it was full.
+    pub fn bridge_seen_ids_evicted(&self, namespace: &str, bridge: &str, count: u64) {
+        self.bridge_seen_ids_evicted
+            .get_or_create(&BridgeLabels {
+                namespace: label(namespace),
+                bridge: label(bridge),
+            })
+            .inc_by(count);
+    }
+
     /// Set the requests left in an upstream rate-limit window.
     pub fn set_rate_limit_remaining(&self, api: &str, account: &str, remaining: i64) {
         self.rate_limit_remaining
@@ -239,7 +256,9 @@ impl Metrics {
             self.bridge_events_total.remove(&labels);
             self.bridge_batches_total.remove(&labels);
         }
-        self.bridge_lag.remove(&BridgeLabels { namespace, bridge });
+        let labels = BridgeLabels { namespace, bridge };
+        self.bridge_seen_ids_evicted.remove(&labels);
+        self.bridge_lag.remove(&labels);
     }
 
     /// Prometheus text exposition (OpenMetrics text as prometheus-client encodes it).

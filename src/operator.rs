@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{CtwaTracking, SignalsKeyword, SignalsPostback, XWebEventTag};
 use crate::bridge::controller::BridgeContext;
-use crate::bridge::delivery::RetryPolicy;
 use crate::bridge::supervisor::Supervisor;
 use crate::controllers::ctwa_tracking::CtwaTrackingAdapter;
 use crate::controllers::signals_keyword::SignalsKeywordAdapter;
@@ -51,6 +50,10 @@ pub struct OperatorConfig {
     pub leader_election: Option<LeaseConfig>,
     /// How long in-flight batches may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Forwarded event ids one bridge remembers at most (`--bridge-max-seen-ids`).
+    pub bridge_max_seen_ids: usize,
+    /// Signals requests per second per 360dialog credential (`--signals-requests-per-second`).
+    pub signals_requests_per_second: u32,
 }
 
 /// Where the leader Lease lives and how long it lasts.
@@ -92,6 +95,9 @@ pub async fn run_until(
         tokens,
         hub_url: config.hub_url.clone(),
         signals_url: config.signals_url.clone(),
+        signals_budgets: Arc::new(crate::upstream::budget::RequestBudgets::new(
+            config.signals_requests_per_second,
+        )),
     };
     let x = XUpstream {
         transport,
@@ -102,6 +108,7 @@ pub async fn run_until(
         Recorder::new(client.clone(), Reporter::from("ctwa-operator")),
         metrics.clone(),
         config.bridge_status_interval,
+        config.bridge_max_seen_ids,
     );
 
     // Followers serve too: /healthz, /readyz and a receiver that answers 503.
@@ -180,7 +187,6 @@ async fn lead(
         dialog: dialog.clone(),
         x: x.clone(),
         budgets: Arc::new(BudgetRegistry::new()),
-        retry: RetryPolicy::default(),
         metrics: metrics.clone(),
     });
     let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {

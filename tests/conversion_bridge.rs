@@ -239,17 +239,22 @@ async fn configuration_errors_stall_until_the_spec_or_secret_is_fixed() {
     .await;
     assert_eq!(env.fake.distinct_conversion_count(), 300);
 
-    // X answers 401: Stalled with InvalidCredentials, the checkpoint stays.
+    // X answers 401: Stalled with InvalidCredentials, the checkpoint stays. The new worker
+    // re-sends nothing it forwarded already, so X's answer comes with the next new events.
     set_x_secret(&env, "wrong").await;
+    let now = Timestamp::now();
+    let second = spread("b", 100, now - 3.seconds(), now, &["converted"], 0);
+    env.seed(&second);
     let o = env
         .wait_for::<ConversionBridge>("b", "Stalled", |o| {
             condition(o, "Stalled") == Some(("True".into(), "InvalidCredentials".into()))
         })
         .await;
     let stalled_at = checkpoint(&o).unwrap();
-    let now = Timestamp::now();
-    let second = spread("b", 100, now - 3.seconds(), now, &["converted"], 0);
-    env.seed(&second);
+    assert!(
+        stalled_at <= now - 3.seconds(),
+        "{stalled_at} passed unsent events"
+    );
     tokio::time::sleep(Duration::from_secs(6)).await;
     let o = env.api::<ConversionBridge>().get("b").await.unwrap();
     assert_eq!(o.status.unwrap().checkpoint.map(|t| t.0), Some(stalled_at));

@@ -56,7 +56,7 @@ async fn sigkill_during_creation_leaves_no_duplicates() {
     });
     let mut kills = Vec::new();
     for _ in 0..5 {
-        let wait = 200 + (ctwa_operator::reconcile::backoff::jitter_fraction() * 700.0) as u64;
+        let wait = 200 + (ctwa_operator::runtime::backoff::jitter_fraction() * 700.0) as u64;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         operator.kill().expect("SIGKILL");
         operator.wait().expect("reaped");

@@ -119,6 +119,14 @@ pub struct SignalsSource {
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) <= duration('48h')", "message": "lookback must be at most 48h"}]))]
     pub lookback: String,
+    /// IANA time zone of event dates that carry no offset (the events list shows dates like
+    /// `2026-11-02T10:15:30`). `conversion_time` is always sent in UTC.
+    #[serde(default = "default_time_zone")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-/]*$")
+    )]
+    pub time_zone: String,
 }
 
 /// Signals event types (section 6.2 of the spec).
@@ -241,6 +249,9 @@ fn default_poll_interval() -> String {
 }
 fn default_lookback() -> String {
     "5m".into()
+}
+fn default_time_zone() -> String {
+    "UTC".into()
 }
 fn default_max_batch_size() -> i32 {
     500

@@ -19,7 +19,6 @@ use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use rand::RngCore;
 
-use super::delivery::RetryPolicy;
 use super::mapping::EventFilter;
 use super::source::PollSpec;
 use super::state::Phase;
@@ -28,11 +27,12 @@ use super::worker::WorkerConfig;
 use crate::api::{ConversionBridge, SignalsEventType, XWebEventTag};
 use crate::controllers::{DialogUpstream, XUpstream, secret_data};
 use crate::metrics::Metrics;
-use crate::reconcile::conditions::{Reason, is_ready};
+use crate::reconcile::conditions::{READY, Reason, find};
 use crate::reconcile::controller::Scope;
 use crate::reconcile::failure::Failure;
 use crate::reconcile::managed::parse_duration;
 use crate::reconcile::reconciler::KubeError;
+use crate::runtime::backoff::Backoff;
 use crate::upstream::budget::BudgetRegistry;
 use crate::upstream::secret::{SecretString, XCredentials};
 use crate::upstream::x_ads::XAdsClient;
@@ -55,7 +55,6 @@ pub struct BridgeContext {
     pub x: XUpstream,
     /// One conversions budget per X account, shared by every bridge that sends to it.
     pub budgets: Arc<BudgetRegistry>,
-    pub retry: RetryPolicy,
     pub metrics: Arc<Metrics>,
 }
 
@@ -165,11 +164,6 @@ async fn reconcile_once(
             .remove(&bridge.namespace().unwrap_or_default(), &bridge.name_any());
         return Ok((Action::await_change(), "success"));
     }
-    let token = if bridge.spec.source.postbacks.enabled {
-        Some(ensure_token(&bridge, &ctx.kube).await?)
-    } else {
-        None
-    };
     let desired = match resolve(&bridge, ctx).await {
         Ok(desired) => desired,
         Err(Resolve::Kube(e)) => return Err(e),
@@ -183,13 +177,40 @@ async fn reconcile_once(
             },
         )) => Desired::Hold(Phase::Waiting { reason, message }),
     };
+    // A problem with the postback token holds the bridge and shows in its status; a
+    // suspended bridge needs no token.
+    let mut token = None;
+    let desired = match desired {
+        Desired::Run { .. } if bridge.spec.source.postbacks.enabled => {
+            match ensure_token(&bridge, &ctx.kube).await {
+                Ok(t) => {
+                    token = Some(t);
+                    desired
+                }
+                Err(Failure::Terminal { reason, message }) => {
+                    Desired::Hold(Phase::Stalled { reason, message })
+                }
+                Err(
+                    Failure::Waiting { reason, message }
+                    | Failure::Transient {
+                        reason, message, ..
+                    },
+                ) => Desired::Hold(Phase::Waiting { reason, message }),
+            }
+        }
+        other => other,
+    };
     let outcome = match &desired {
         Desired::Run { .. } => "success",
         Desired::Hold(Phase::Stalled { .. }) => "terminal",
         Desired::Hold(_) => "waiting",
     };
+    let recheck = match &desired {
+        Desired::Hold(Phase::Waiting { .. }) => Duration::from_secs(15),
+        _ => RECHECK,
+    };
     ctx.supervisor.ensure(&bridge, desired, token);
-    Ok((Action::requeue(RECHECK), outcome))
+    Ok((Action::requeue(recheck), outcome))
 }
 
 fn error_policy(bridge: Arc<ConversionBridge>, error: &KubeError, _: Arc<BridgeContext>) -> Action {
@@ -278,6 +299,16 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
         pixel_id: x.pixel_id.clone(),
         event_id: event_id.clone(),
         filter: EventFilter {
+            app_id: signals.app_id.clone(),
+            time_zone: jiff::tz::TimeZone::get(&signals.time_zone).map_err(|_| {
+                Failure::terminal(
+                    Reason::UpstreamRejected,
+                    format!(
+                        "timeZone: {:?} is not an IANA time zone name",
+                        signals.time_zone
+                    ),
+                )
+            })?,
             types: signals
                 .event_types
                 .iter()
@@ -288,13 +319,13 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
         poll: PollSpec {
             start: bridge.start_time(),
             lookback: duration("lookback", &signals.lookback)?,
+            interval: duration("pollInterval", &signals.poll_interval)?,
             event_type: single(type_names),
             ad_id: single(signals.ad_ids.clone()),
         },
-        poll_interval: duration("pollInterval", &signals.poll_interval)?,
         max_batch: spec.batching.max_batch_size.clamp(1, 500) as usize,
         flush_interval: duration("flushInterval", &spec.batching.flush_interval)?,
-        retry: ctx.retry,
+        backoff: Backoff::BRIDGE,
     };
     let mut h = DefaultHasher::new();
     (
@@ -310,21 +341,32 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
     })
 }
 
-/// The `tagId` of a Ready XWebEventTag.
+/// The `tagId` of the referenced XWebEventTag. A tag that has one keeps the bridge forwarding
+/// while it is briefly not Ready (a failed drift check, SPEC 7.2); only a tag without an id,
+/// one being deleted, or one found missing upstream holds the bridge.
 async fn tag_id(kube: &kube::Client, namespace: &str, name: &str) -> Result<String, Resolve> {
     let tags: Api<XWebEventTag> = Api::namespaced(kube.clone(), namespace);
-    let tag = tags.get_opt(name).await?;
-    let ready_id = tag
-        .and_then(|t| t.status)
-        .filter(|s| is_ready(&s.common.conditions))
-        .and_then(|s| s.tag_id);
-    ready_id.ok_or_else(|| {
+    let waiting = |why: &str| -> Resolve {
         Failure::Waiting {
             reason: Reason::DependencyNotReady,
-            message: format!("XWebEventTag {name:?} is not Ready yet"),
+            message: format!("XWebEventTag {name:?} {why}"),
         }
         .into()
-    })
+    };
+    let Some(tag) = tags.get_opt(name).await? else {
+        return Err(waiting("does not exist"));
+    };
+    if tag.meta().deletion_timestamp.is_some() {
+        return Err(waiting("is being deleted"));
+    }
+    let status = tag.status.unwrap_or_default();
+    let gone_upstream = find(&status.common.conditions, READY)
+        .is_some_and(|c| c.status != "True" && c.reason == Reason::NotFound.as_str());
+    match status.tag_id {
+        Some(id) if !id.is_empty() && !gone_upstream => Ok(id),
+        Some(_) => Err(waiting("was not found upstream")),
+        None => Err(waiting("has no tagId yet")),
+    }
 }
 
 /// The bridge's postback token, from its Secret; the Secret is created (owned by the bridge,
@@ -332,7 +374,38 @@ async fn tag_id(kube: &kube::Client, namespace: &str, name: &str) -> Result<Stri
 async fn ensure_token(
     bridge: &ConversionBridge,
     kube: &kube::Client,
-) -> Result<SecretString, KubeError> {
+) -> Result<SecretString, Failure> {
+    let name = token_secret_name(&bridge.name_any());
+    read_or_create_token(bridge, kube)
+        .await
+        .map_err(|e| match e {
+            TokenError::Invalid(message) => Failure::terminal(Reason::InvalidCredentials, message),
+            TokenError::Kube(e) => Failure::Transient {
+                reason: Reason::DependencyNotReady,
+                message: format!(
+                    "the postback token Secret {name:?} could not be read or created: {e}"
+                ),
+                retry_after: None,
+            },
+        })
+}
+
+enum TokenError {
+    /// The Secret exists but holds no usable token: only the user can fix it.
+    Invalid(String),
+    Kube(kube::Error),
+}
+
+impl From<kube::Error> for TokenError {
+    fn from(e: kube::Error) -> Self {
+        TokenError::Kube(e)
+    }
+}
+
+async fn read_or_create_token(
+    bridge: &ConversionBridge,
+    kube: &kube::Client,
+) -> Result<SecretString, TokenError> {
     let namespace = bridge.namespace().unwrap_or_default();
     let name = token_secret_name(&bridge.name_any());
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &namespace);
@@ -346,8 +419,8 @@ async fn ensure_token(
             {
                 return Ok(SecretString::new(token));
             }
-            return Err(KubeError(kube::Error::Service(
-                format!("Secret {name:?} has no key \"token\"").into(),
+            return Err(TokenError::Invalid(format!(
+                "the postback token Secret {name:?} has no non-empty key \"token\""
             )));
         }
         let mut bytes = [0u8; 32];
@@ -383,10 +456,10 @@ async fn ensure_token(
             Ok(_) => return Ok(SecretString::new(token)),
             // Created concurrently: read it on the next round.
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(KubeError(e)),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(KubeError(kube::Error::Service(
+    Err(TokenError::Kube(kube::Error::Service(
         format!("Secret {name:?} could not be read or created").into(),
     )))
 }

@@ -1,62 +1,134 @@
-//! Delivering one batch to X: retries for transient failures, halving for a 400 until the
-//! conversions X refuses are isolated, and a stop for configuration errors (SPEC 1.5).
+//! Delivering one batch to X (SPEC 1.5, 7.2): what X's answer means, retries for what may pass,
+//! halving to isolate the conversions X refuses, and a stop for configuration errors.
 //!
-//! X fails a whole request when one conversion in it is invalid, so a batch that gets a 400
-//! is split in two and each half is sent again. One bad conversion among n costs at most
-//! 2·⌈log2 n⌉ + 1 requests; the good ones are all delivered.
+//! X fails a whole request when one conversion in it is invalid, so a batch that gets a
+//! per-conversion 400 is split in two and each half is sent again. One bad conversion among n
+//! costs at most 2·⌈log2 n⌉ + 1 requests; the good ones are all delivered. Only an answer that
+//! names a conversion field ever rejects a conversion: an unexplained refusal (a proxy's HTML
+//! page, an unknown 4xx) is retried and never costs a conversion.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::time::Duration;
+use std::ops::Range;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::reconcile::backoff::jitter_fraction;
 use crate::reconcile::conditions::Reason;
-use crate::upstream::error::{ErrorClass, UpstreamError};
+use crate::runtime::backoff::Backoff;
+use crate::upstream::error::{ErrorClass, ErrorDetail, UpstreamError};
 use crate::upstream::x_ads::Conversion;
 
-/// Why X did not accept a request.
+/// A batch that failed transiently this many times in a row is split: one payload that makes
+/// X fail (say, a 500 it provokes) must not hold the others back.
+pub const SPLIT_AFTER_FAILURES: u32 = 5;
+
+/// Why X did not accept a request, as the bridge must act on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendError {
-    /// A conversion in the request is invalid (400): split to find it.
+    /// A conversion in the request is invalid: split to find it; a single one is rejected.
     Invalid(String),
-    /// The bridge's configuration is wrong (unknown event_id, pixel, credentials): stop.
+    /// The request was too big (413, "Conversion count limit"): split.
+    TooLarge(String),
+    /// The bridge's configuration is wrong (event_id, pixel, credentials): stop, keep
+    /// every conversion.
     Config { reason: Reason, message: String },
-    /// Try again (5xx, 429, timeouts), after `after` when X said when.
+    /// Try again later: 5xx, 429, timeouts, and refusals nobody explained.
     Retry {
-        /// `RateLimited` for a 429, `UpstreamUnavailable` otherwise.
+        /// `RateLimited` for a 429, `UpstreamRejected` for an unexplained 4xx,
+        /// `UpstreamUnavailable` otherwise.
         reason: Reason,
         message: String,
-        after: Option<Duration>,
+        after: Option<std::time::Duration>,
     },
+}
+
+/// Request fields that belong to one conversion: an error naming them is that conversion's.
+const CONVERSION_FIELDS: &[&str] = &[
+    "conversion_time",
+    "conversion_id",
+    "identifiers",
+    "hashed_email",
+    "hashed_phone_number",
+    "twclid",
+    "ip_address",
+    "user_agent",
+    "description",
+    "number_items",
+    "price_currency",
+    "value",
+    "contents",
+];
+
+/// The error concerns the event tag or the pixel: every conversion would fail the same way.
+fn concerns_configuration(e: &ErrorDetail) -> bool {
+    let parameter = e.parameter.to_ascii_lowercase();
+    let message = e.message.to_ascii_lowercase();
+    matches!(parameter.as_str(), "event_id" | "pixel_id" | "pixel")
+        || ["event_id", "event id", "pixel"]
+            .iter()
+            .any(|m| message.contains(m))
+}
+
+fn concerns_a_conversion(e: &ErrorDetail) -> bool {
+    let parameter = e.parameter.to_ascii_lowercase();
+    let message = e.message.to_ascii_lowercase();
+    CONVERSION_FIELDS.contains(&parameter.as_str())
+        || message.contains("at least one user identifier")
+        || ["conversion_time", "hashed_email", "hashed_phone_number"]
+            .iter()
+            .any(|f| message.contains(f))
+}
+
+fn too_many(e: &ErrorDetail) -> bool {
+    e.message
+        .to_ascii_lowercase()
+        .contains("conversion count limit")
 }
 
 impl From<UpstreamError> for SendError {
     fn from(e: UpstreamError) -> Self {
         let message = e.to_string();
+        let retry = |reason| SendError::Retry {
+            reason,
+            message: message.clone(),
+            after: None,
+        };
         match (e.class(), e.status()) {
             (ErrorClass::RateLimited { .. }, _) => SendError::Retry {
                 reason: Reason::RateLimited,
                 after: e.retry_after(),
                 message,
             },
-            (ErrorClass::Transient, _) => SendError::Retry {
-                reason: Reason::UpstreamUnavailable,
+            (ErrorClass::Transient, _) => retry(Reason::UpstreamUnavailable),
+            (_, Some(401 | 403)) => SendError::Config {
+                reason: Reason::InvalidCredentials,
                 message,
-                after: None,
             },
-            // A 400 about event_id ("not a single event tag") is the spec's fault, not the
-            // conversion's.
-            (_, Some(400)) if !e.upstream_message().unwrap_or("").contains("event_id") => {
-                SendError::Invalid(e.upstream_message().unwrap_or(&message).to_string())
-            }
-            _ => SendError::Config {
-                reason: if e.is_unauthorized() {
-                    Reason::InvalidCredentials
+            (_, Some(404)) => SendError::Config {
+                reason: Reason::UpstreamRejected,
+                message,
+            },
+            (_, Some(413)) => SendError::TooLarge(message),
+            (_, Some(400)) => {
+                let errors = e.error_details();
+                if errors.iter().any(concerns_configuration) {
+                    SendError::Config {
+                        reason: Reason::UpstreamRejected,
+                        message,
+                    }
+                } else if errors.iter().any(concerns_a_conversion) {
+                    SendError::Invalid(e.upstream_message().unwrap_or(&message).to_string())
+                } else if errors.iter().any(too_many) {
+                    SendError::TooLarge(message)
                 } else {
-                    Reason::UpstreamRejected
-                },
+                    // No X error body (a proxy's page) or one that names nothing we know.
+                    retry(Reason::UpstreamRejected)
+                }
+            }
+            (_, Some(_)) => retry(Reason::UpstreamRejected),
+            // The request could not be built or signed: the credentials are unusable.
+            (_, None) => SendError::Config {
+                reason: Reason::InvalidCredentials,
                 message,
             },
         }
@@ -68,105 +140,131 @@ pub trait Sink: Send {
     fn send(&mut self, batch: &[Conversion]) -> impl Future<Output = Result<(), SendError>> + Send;
 }
 
+/// What became of one conversion of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Not accepted or refused yet: the delivery stopped (stalled or cancelled) before.
+    Unsent,
+    Forwarded,
+    /// Refused by X, with X's message.
+    Rejected(String),
+}
+
 /// What happened to one batch.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Delivery {
-    /// Conversions X accepted.
-    pub forwarded: usize,
-    /// Conversions X refused, by index in the batch, with X's message.
-    pub rejected: Vec<(usize, String)>,
+    /// One per conversion of the batch, in order.
+    pub fates: Vec<Fate>,
     /// Requests X accepted.
     pub requests_accepted: usize,
-    /// Requests X answered with 400.
+    /// Requests X refused for a conversion in them (they were split).
     pub requests_rejected: usize,
     /// Requests that failed and were retried.
     pub requests_failed: usize,
-    /// Set when delivery stopped on a configuration error; the rest of the batch is not sent.
+    /// Set when delivery stopped on a configuration error; the unsent rest is kept.
     pub stalled: Option<(Reason, String)>,
-    /// Set when delivery was cancelled; the rest of the batch is not sent.
+    /// Set when delivery was cancelled; the unsent rest is kept.
     pub cancelled: bool,
 }
 
 impl Delivery {
+    fn new(n: usize) -> Self {
+        Delivery {
+            fates: vec![Fate::Unsent; n],
+            requests_accepted: 0,
+            requests_rejected: 0,
+            requests_failed: 0,
+            stalled: None,
+            cancelled: false,
+        }
+    }
+
     /// Every conversion was either accepted or refused.
     pub fn settled(&self) -> bool {
         self.stalled.is_none() && !self.cancelled
     }
-}
 
-/// Retry delays: jittered exponential from `base` to `max`, or what X asked for.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            base: Duration::from_millis(500),
-            max: Duration::from_secs(60),
-        }
+    pub fn forwarded(&self) -> usize {
+        self.fates.iter().filter(|f| **f == Fate::Forwarded).count()
     }
-}
 
-impl RetryPolicy {
-    fn delay(&self, attempt: u32, asked: Option<Duration>) -> Duration {
-        if let Some(asked) = asked {
-            return asked.min(Duration::from_secs(15 * 60));
+    /// The refused conversions, by index, with X's message.
+    pub fn rejected(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.fates.iter().enumerate().filter_map(|(i, f)| match f {
+            Fate::Rejected(m) => Some((i, m.as_str())),
+            _ => None,
+        })
+    }
+
+    /// The safety net of SPEC 7.2: when X refused every conversion of a split batch with the
+    /// same message, the message is about the configuration after all (no conversion is that
+    /// alike by accident). Nothing is rejected; the bridge stalls with X's message.
+    fn unanimous_refusal_is_configuration(&mut self) {
+        let [Fate::Rejected(first), rest @ ..] = self.fates.as_slice() else {
+            return;
+        };
+        if rest.is_empty() || !rest.iter().all(|f| *f == Fate::Rejected(first.clone())) {
+            return;
         }
-        let exp = self
-            .base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max);
-        exp.mul_f64(0.5 + jitter_fraction() / 2.0)
+        self.stalled = Some((
+            Reason::UpstreamRejected,
+            format!(
+                "X refused every conversion of a batch with the same error, so it concerns the \
+                 configuration: {first}"
+            ),
+        ));
+        self.fates.fill(Fate::Unsent);
     }
 }
 
 /// Send `batch` through `sink` until every conversion is accepted or refused, a
-/// configuration error stops it, or `cancel` fires. `on_retry` sees each transient failure,
-/// with its reason.
+/// configuration error stops it, or `cancel` fires. `on_retry` sees each failure that is
+/// retried, with its reason.
 pub async fn deliver<S: Sink>(
     sink: &mut S,
     batch: &[Conversion],
-    policy: RetryPolicy,
+    backoff: Backoff,
     cancel: &CancellationToken,
     mut on_retry: impl FnMut(Reason, &str) + Send,
 ) -> Delivery {
-    let mut out = Delivery::default();
-    let mut pending: VecDeque<(usize, usize)> = VecDeque::from([(0, batch.len())]);
-    let mut attempt = 0u32;
-    while let Some((start, end)) = pending.pop_front() {
-        if start == end {
+    let mut out = Delivery::new(batch.len());
+    // Ranges still to send, with how often each failed transiently in a row.
+    let mut pending: VecDeque<(Range<usize>, u32)> = VecDeque::from([(0..batch.len(), 0)]);
+    // Consecutive transient failures of the whole delivery: drives the delay.
+    let mut failures = 0u32;
+    let mut split = false;
+    while let Some((range, tries)) = pending.pop_front() {
+        if range.is_empty() {
             continue;
-        }
-        if cancel.is_cancelled() {
-            out.cancelled = true;
-            return out;
         }
         let sent = tokio::select! {
             _ = cancel.cancelled() => {
                 out.cancelled = true;
                 return out;
             }
-            sent = sink.send(&batch[start..end]) => sent,
+            sent = sink.send(&batch[range.clone()]) => sent,
+        };
+        let halve = |pending: &mut VecDeque<(Range<usize>, u32)>, range: Range<usize>| {
+            let mid = range.start + range.len() / 2;
+            pending.push_front((mid..range.end, 0));
+            pending.push_front((range.start..mid, 0));
         };
         match sent {
             Ok(()) => {
-                attempt = 0;
+                failures = 0;
                 out.requests_accepted += 1;
-                out.forwarded += end - start;
+                out.fates[range].fill(Fate::Forwarded);
             }
-            Err(SendError::Invalid(message)) => {
-                attempt = 0;
+            Err(SendError::Invalid(_) | SendError::TooLarge(_)) if range.len() > 1 => {
+                failures = 0;
                 out.requests_rejected += 1;
-                if end - start == 1 {
-                    out.rejected.push((start, message));
-                } else {
-                    let mid = start + (end - start) / 2;
-                    pending.push_front((mid, end));
-                    pending.push_front((start, mid));
-                }
+                split = true;
+                halve(&mut pending, range);
+            }
+            Err(SendError::Invalid(message) | SendError::TooLarge(message)) => {
+                failures = 0;
+                out.requests_rejected += 1;
+                out.fates[range.start] = Fate::Rejected(message);
             }
             Err(SendError::Config { reason, message }) => {
                 out.stalled = Some((reason, message));
@@ -178,25 +276,37 @@ pub async fn deliver<S: Sink>(
                 after,
             }) => {
                 out.requests_failed += 1;
+                failures = failures.saturating_add(1);
                 on_retry(reason, &message);
-                let delay = policy.delay(attempt, after);
-                attempt = attempt.saturating_add(1);
-                pending.push_front((start, end));
+                let tries = tries + 1;
+                if tries >= SPLIT_AFTER_FAILURES && range.len() > 1 {
+                    halve(&mut pending, range);
+                } else if tries >= SPLIT_AFTER_FAILURES {
+                    // A lone conversion that keeps failing waits behind the others.
+                    pending.push_back((range, tries));
+                } else {
+                    pending.push_front((range, tries));
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => {
                         out.cancelled = true;
                         return out;
                     }
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(backoff.delay(failures, after)) => {}
                 }
             }
         }
+    }
+    if split {
+        out.unanimous_refusal_is_configuration();
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::upstream::x_ads::Identifier;
 
@@ -218,6 +328,10 @@ mod tests {
         requests: usize,
         accepted: Vec<String>,
         failures_left: usize,
+        /// Fails transiently every request that holds this id.
+        poison: Option<String>,
+        /// Refuses every request with this message, whatever it holds.
+        refuse_all: Option<String>,
     }
 
     impl StrictX {
@@ -227,7 +341,17 @@ mod tests {
                 requests: 0,
                 accepted: Vec::new(),
                 failures_left: 0,
+                poison: None,
+                refuse_all: None,
             }
+        }
+    }
+
+    fn unavailable() -> SendError {
+        SendError::Retry {
+            reason: Reason::UpstreamUnavailable,
+            message: "HTTP 503".into(),
+            after: None,
         }
     }
 
@@ -236,11 +360,15 @@ mod tests {
             self.requests += 1;
             if self.failures_left > 0 {
                 self.failures_left -= 1;
-                return Err(SendError::Retry {
-                    reason: Reason::UpstreamUnavailable,
-                    message: "HTTP 503".into(),
-                    after: None,
-                });
+                return Err(unavailable());
+            }
+            if let Some(message) = &self.refuse_all {
+                return Err(SendError::Invalid(message.clone()));
+            }
+            if let Some(poison) = &self.poison
+                && batch.iter().any(|c| &c.conversion_id == poison)
+            {
+                return Err(unavailable());
             }
             if let Some(bad) = batch.iter().find(|c| self.bad.contains(&c.conversion_id)) {
                 return Err(SendError::Invalid(format!(
@@ -258,7 +386,7 @@ mod tests {
         deliver(
             x,
             batch,
-            RetryPolicy::default(),
+            Backoff::BRIDGE,
             &CancellationToken::new(),
             |_, _| {},
         )
@@ -274,10 +402,11 @@ mod tests {
             let mut x = StrictX::new(&[&id]);
             let d = run(&mut x, &batch).await;
             assert!(x.requests <= 19, "bad {bad}: {} requests", x.requests);
-            assert_eq!(d.forwarded, 499);
+            assert_eq!(d.forwarded(), 499);
+            let message = format!("conversion {id} is not valid");
             assert_eq!(
-                d.rejected,
-                vec![(bad, format!("conversion {id} is not valid"))]
+                d.rejected().collect::<Vec<_>>(),
+                vec![(bad, message.as_str())]
             );
             assert_eq!(x.accepted.len(), 499);
             assert!(!x.accepted.contains(&id));
@@ -290,21 +419,47 @@ mod tests {
         let batch = conversions(100);
         let mut x = StrictX::new(&["ev-3", "ev-4", "ev-77"]);
         let d = run(&mut x, &batch).await;
-        let mut rejected: Vec<usize> = d.rejected.iter().map(|r| r.0).collect();
-        rejected.sort();
+        let rejected: Vec<usize> = d.rejected().map(|r| r.0).collect();
         assert_eq!(rejected, vec![3, 4, 77]);
-        assert_eq!(d.forwarded, 97);
+        assert_eq!(d.forwarded(), 97);
     }
 
     #[tokio::test]
     async fn a_clean_batch_is_one_request() {
         let mut x = StrictX::new(&[]);
         let d = run(&mut x, &conversions(500)).await;
-        assert_eq!((x.requests, d.forwarded, d.requests_accepted), (1, 500, 1));
+        assert_eq!(
+            (x.requests, d.forwarded(), d.requests_accepted),
+            (1, 500, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_shared_by_every_conversion_stalls_and_rejects_nothing() {
+        let mut x = StrictX::new(&[]);
+        x.refuse_all = Some("hashed_phone_number is not valid for this account".into());
+        let d = run(&mut x, &conversions(8)).await;
+        assert_eq!(d.rejected().count(), 0);
+        assert!(d.fates.iter().all(|f| *f == Fate::Unsent));
+        let (reason, message) = d.stalled.clone().unwrap();
+        assert_eq!(reason, Reason::UpstreamRejected);
+        assert!(
+            message.contains("hashed_phone_number is not valid"),
+            "{message}"
+        );
+        assert!(!d.settled());
+    }
+
+    #[tokio::test]
+    async fn a_single_conversion_refused_is_rejected_not_stalled() {
+        let mut x = StrictX::new(&["ev-0"]);
+        let d = run(&mut x, &conversions(1)).await;
+        assert_eq!(d.rejected().count(), 1);
+        assert!(d.settled());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn transient_failures_are_retried_with_backoff() {
+    async fn transient_failures_are_retried_with_growing_delays() {
         let mut x = StrictX::new(&[]);
         x.failures_left = 3;
         let mut seen = 0;
@@ -312,14 +467,78 @@ mod tests {
         let d = deliver(
             &mut x,
             &conversions(10),
-            RetryPolicy::default(),
+            Backoff::BRIDGE,
             &CancellationToken::new(),
             |_, _| seen += 1,
         )
         .await;
-        assert_eq!((d.forwarded, d.requests_failed, seen), (10, 3, 3));
-        // 0.25..0.5 s, 0.5..1 s, 1..2 s.
-        assert!(started.elapsed() >= Duration::from_millis(1750));
+        assert_eq!((d.forwarded(), d.requests_failed, seen), (10, 3, 3));
+        // 1..2 s, 2..4 s, 4..8 s.
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(7) && waited <= Duration::from_secs(14),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_failing_five_times_in_a_row_is_split_around_the_payload() {
+        let mut x = StrictX::new(&[]);
+        x.poison = Some("ev-5".into());
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+            stop.cancel();
+        });
+        let d = deliver(
+            &mut x,
+            &conversions(16),
+            Backoff::BRIDGE,
+            &cancel,
+            |_, _| {},
+        )
+        .await;
+        // Everything but the poisoned conversion went through; it is kept, never rejected.
+        assert_eq!(d.forwarded(), 15);
+        assert_eq!(d.rejected().count(), 0);
+        assert_eq!(d.fates[5], Fate::Unsent);
+        assert!(d.cancelled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_asking_for_no_wait_still_gets_a_growing_one() {
+        struct Limited(u32);
+        impl Sink for Limited {
+            async fn send(&mut self, _: &[Conversion]) -> Result<(), SendError> {
+                self.0 += 1;
+                if self.0 <= 4 {
+                    return Err(SendError::Retry {
+                        reason: Reason::RateLimited,
+                        message: "429".into(),
+                        after: Some(Duration::ZERO),
+                    });
+                }
+                Ok(())
+            }
+        }
+        let started = tokio::time::Instant::now();
+        let mut x = Limited(0);
+        let d = deliver(
+            &mut x,
+            &conversions(1),
+            Backoff::BRIDGE,
+            &CancellationToken::new(),
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(d.forwarded(), 1);
+        // At least 1 + 2 + 4 + 8 s, not four requests in a row.
+        assert!(
+            started.elapsed() >= Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -330,7 +549,7 @@ mod tests {
                 self.0 += 1;
                 if self.0 == 1 {
                     return Err(SendError::Retry {
-                        reason: Reason::UpstreamUnavailable,
+                        reason: Reason::RateLimited,
                         message: "429".into(),
                         after: Some(Duration::from_secs(90)),
                     });
@@ -342,13 +561,14 @@ mod tests {
         let d = deliver(
             &mut Limited(0),
             &conversions(1),
-            RetryPolicy::default(),
+            Backoff::BRIDGE,
             &CancellationToken::new(),
             |_, _| {},
         )
         .await;
-        assert_eq!(d.forwarded, 1);
-        assert_eq!(started.elapsed(), Duration::from_secs(90));
+        assert_eq!(d.forwarded(), 1);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(90) && waited <= Duration::from_secs(99));
     }
 
     #[tokio::test]
@@ -365,7 +585,7 @@ mod tests {
         let d = deliver(
             &mut Unauthorized,
             &conversions(5),
-            RetryPolicy::default(),
+            Backoff::BRIDGE,
             &CancellationToken::new(),
             |_, _| {},
         )
@@ -374,7 +594,7 @@ mod tests {
             d.stalled,
             Some((Reason::InvalidCredentials, "HTTP 401".to_string()))
         );
-        assert_eq!(d.forwarded, 0);
+        assert_eq!(d.forwarded(), 0);
         assert!(!d.settled());
     }
 
@@ -388,56 +608,102 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             c.cancel();
         });
-        let d = deliver(
-            &mut x,
-            &conversions(3),
-            RetryPolicy::default(),
-            &cancel,
-            |_, _| {},
-        )
-        .await;
+        let d = deliver(&mut x, &conversions(3), Backoff::BRIDGE, &cancel, |_, _| {}).await;
         assert!(d.cancelled);
-        assert_eq!(d.forwarded, 0);
+        assert_eq!(d.forwarded(), 0);
+    }
+
+    fn classify(status: u16, body: &str) -> SendError {
+        use crate::upstream::error::Api;
+        use reqwest::header::HeaderMap;
+        SendError::from(UpstreamError::from_response(
+            Api::XAds,
+            "send_conversions",
+            status,
+            &HeaderMap::new(),
+            body.as_bytes(),
+        ))
+    }
+
+    fn x_error(code: &str, message: &str, parameter: &str) -> String {
+        serde_json::json!({"errors": [{"code": code, "message": message, "parameter": parameter}],
+                           "request": {"params": {"account_id": "18ce552mlaq"}}})
+        .to_string()
+    }
+
+    /// Every error X documents for the Conversion API, in its own wording and case.
+    #[test]
+    fn documented_x_errors_are_classified() {
+        let config = |e: &SendError| matches!(e, SendError::Config { .. });
+        let invalid = |e: &SendError| matches!(e, SendError::Invalid(_));
+        let too_large = |e: &SendError| matches!(e, SendError::TooLarge(_));
+        type Check = fn(&SendError) -> bool;
+        let cases: Vec<(u16, String, Check)> = vec![
+            (400, x_error("INVALID_PARAMETER", "At least one user identifier must be provided", ""), invalid),
+            (400, x_error("INVALID_PARAMETER", "Hashed_email is not a valid SHA-256 hash", "hashed_email"), invalid),
+            (400, x_error("INVALID_PARAMETER", "hashed_email (abc) is not a valid SHA-256 hash", "hashed_email"), invalid),
+            (400, x_error("INVALID_PARAMETER", "Expected Time in yyyy-MM-ddTHH:mm:ss.SSSZ, got \"2022-06-16T01:14:00.603\" for conversion_time", "conversion_time"), invalid),
+            (400, x_error("INVALID_PARAMETER", "Event_id (o87ne) is not a single event tag (SET)", "event_id"), config),
+            (400, x_error("INVALID_PARAMETER", "event_id (o6dkt) is not a single event tag (SET)", "event_id"), config),
+            (400, x_error("INVALID_PARAMETER", "Event_id (o87ne) is not a single event tag (SET)", ""), config),
+            (400, x_error("INVALID_PARAMETER", "Event ID was not found", ""), config),
+            (400, x_error("INVALID_PARAMETER", "Conversion count limit is 500", "conversions"), too_large),
+            (401, x_error("UNAUTHORIZED_ACCESS", "This request is not properly authorized.", ""), config),
+            (403, x_error("UNAUTHORIZED_CLIENT_APPLICATION", "The client application with id <> making this request does not have access to Twitter Ads API.", ""), config),
+            (404, x_error("ROUTE_NOT_FOUND", "The requested resource could not be found", ""), config),
+            (404, x_error("NOT_FOUND", "User 123 does not have access to account 18ce55gze09.", ""), config),
+            (404, r#"{"errors":[{"code":"NOT_FOUND","message":"event_id (abc) does not belong to provided account","parameter":"event_id"},{"code":"INVALID_PARAMETER","message":"event_id (abc) is not a single event tag (SET)","parameter":"event_id"}],"request":{"params":{"account_id":"18ce55gze09"}}}"#.into(), config),
+            (413, String::new(), too_large),
+        ];
+        for (status, body, check) in cases {
+            let e = classify(status, &body);
+            assert!(check(&e), "{status} {body}: {e:?}");
+        }
     }
 
     #[test]
-    fn x_errors_are_classified() {
-        use crate::upstream::error::Api;
-        use reqwest::header::HeaderMap;
-        let err = |status: u16, body: &str| {
-            SendError::from(UpstreamError::from_response(
-                Api::XAds,
-                "send_conversions",
-                status,
-                &HeaderMap::new(),
-                body.as_bytes(),
-            ))
-        };
-        let invalid = r#"{"errors":[{"code":"INVALID_PARAMETER","message":"hashed_email (x) is not a valid SHA-256 hash","parameter":"hashed_email"}]}"#;
-        assert_eq!(
-            err(400, invalid),
-            SendError::Invalid("hashed_email (x) is not a valid SHA-256 hash".into())
-        );
-        let not_found = r#"{"errors":[{"code":"NOT_FOUND","message":"event_id (zzz) does not belong to provided account"}]}"#;
+    fn unexplained_refusals_are_retried_never_rejected() {
+        let html = "<html><head><title>400 Bad Request</title></head><body>nginx</body></html>";
+        for (status, body) in [
+            (400, html),
+            (400, ""),
+            (400, r#"{"message":"bad"}"#),
+            (
+                400,
+                &*x_error("INVALID_PARAMETER", "something new", "mystery"),
+            ),
+            (409, "{}"),
+            (422, "{}"),
+        ] {
+            match classify(status, body) {
+                SendError::Retry { reason, .. } => {
+                    assert_eq!(reason, Reason::UpstreamRejected, "{status} {body}")
+                }
+                other => panic!("{status} {body}: {other:?}"),
+            }
+        }
         assert!(matches!(
-            err(404, not_found),
-            SendError::Config {
-                reason: Reason::UpstreamRejected,
+            classify(503, "{}"),
+            SendError::Retry {
+                reason: Reason::UpstreamUnavailable,
                 ..
             }
         ));
-        let single = r#"{"errors":[{"code":"INVALID_PARAMETER","message":"event_id (zzz) is not a single event tag"}]}"#;
-        assert!(matches!(err(400, single), SendError::Config { .. }));
+        assert!(matches!(
+            classify(429, "{}"),
+            SendError::Retry {
+                reason: Reason::RateLimited,
+                ..
+            }
+        ));
         for status in [401, 403] {
             assert!(matches!(
-                err(status, "{}"),
+                classify(status, "{}"),
                 SendError::Config {
                     reason: Reason::InvalidCredentials,
                     ..
                 }
             ));
         }
-        assert!(matches!(err(503, "{}"), SendError::Retry { .. }));
-        assert!(matches!(err(429, "{}"), SendError::Retry { .. }));
     }
 }

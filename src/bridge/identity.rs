@@ -90,12 +90,10 @@ pub fn sha256_hex(value: &str) -> String {
     text.iter().copied().map(char::from).collect()
 }
 
-/// True when `value` already is a SHA-256 hash: 64 lowercase hex characters.
+/// True when `value` already is a SHA-256 hash: 64 hex characters, in either case (some
+/// systems write hashes in uppercase; X wants them lowercase).
 pub fn is_sha256_hex(value: &str) -> bool {
-    value.len() == 64
-        && value
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Normalise a phone number to E.164 (`+` and 8..15 digits with a valid country code).
@@ -143,7 +141,7 @@ pub fn normalize_phone(input: &str) -> Result<String, IdentityError> {
 pub fn hash_phone(input: &str) -> Result<String, IdentityError> {
     let trimmed = input.trim();
     if is_sha256_hex(trimmed) {
-        return Ok(trimmed.to_string());
+        return Ok(trimmed.to_ascii_lowercase());
     }
     normalize_phone(trimmed).map(|e164| sha256_hex(&e164))
 }
@@ -173,7 +171,7 @@ pub fn normalize_email(input: &str) -> Result<String, IdentityError> {
 pub fn hash_email(input: &str) -> Result<String, IdentityError> {
     let trimmed = input.trim();
     if is_sha256_hex(trimmed) {
-        return Ok(trimmed.to_string());
+        return Ok(trimmed.to_ascii_lowercase());
     }
     normalize_email(trimmed).map(|e| sha256_hex(&e))
 }
@@ -222,10 +220,14 @@ mod tests {
     fn hashes_are_kept() {
         assert_eq!(hash_phone(PHONE_HASH).as_deref(), Ok(PHONE_HASH));
         assert_eq!(hash_email(EMAIL_HASH).as_deref(), Ok(EMAIL_HASH));
-        // Uppercase hex is not a hash in our canonical form.
+        // Uppercase hex is a hash too, sent in X's lowercase form.
         assert_eq!(
-            hash_email(&PHONE_HASH.to_uppercase()),
-            Err(IdentityError::InvalidEmail)
+            hash_email(&PHONE_HASH.to_uppercase()).as_deref(),
+            Ok(PHONE_HASH)
+        );
+        assert_eq!(
+            hash_phone(&EMAIL_HASH.to_uppercase()).as_deref(),
+            Ok(EMAIL_HASH)
         );
     }
 

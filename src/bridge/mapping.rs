@@ -12,12 +12,31 @@ use super::identity::{hash_email, hash_phone};
 use crate::api::SignalsEventType;
 use crate::upstream::x_ads::{Conversion, Identifier};
 
-/// Which events a bridge takes (its `eventTypes` and `adIds`).
+/// Which events a bridge takes (its `appId`, `eventTypes` and `adIds`), and how it reads
+/// their dates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventFilter {
+    /// Events that name another app are not this bridge's (a postback can carry anything).
+    pub app_id: String,
     pub types: HashSet<SignalsEventType>,
     /// Empty: every ad.
     pub ad_ids: HashSet<String>,
+    /// Dates without an offset are civil times in this zone (`source.signals.timeZone`).
+    pub time_zone: jiff::tz::TimeZone,
+}
+
+impl EventFilter {
+    /// Whether the event is this bridge's business at all; decided before anything is
+    /// validated, so that other apps', types' and ads' events are never counted as rejected.
+    fn takes(&self, event: &Value) -> bool {
+        let app_ok = text(event, "app_id").is_none_or(|app| app == self.app_id);
+        let ad_ok = self.ad_ids.is_empty()
+            || text(event, "ad_id").is_some_and(|ad| self.ad_ids.contains(&ad));
+        let type_ok = str_field(event, "type")
+            .and_then(event_type)
+            .is_some_and(|kind| self.types.contains(&kind));
+        app_ok && ad_ok && type_ok
+    }
 }
 
 /// What the pipeline does with one event.
@@ -65,14 +84,18 @@ pub fn event_id(event: &Value) -> Option<String> {
     text(event, "id")
 }
 
-/// The event's date, if it parses.
+/// The event's date in UTC, if it parses (civil dates read as UTC: the events list's own
+/// filter bounds are UTC, so paging uses this).
 pub fn event_date(event: &Value) -> Option<Timestamp> {
-    event.get("date")?.as_str().and_then(parse_event_date)
+    event
+        .get("date")?
+        .as_str()
+        .and_then(|d| parse_event_date(d, &jiff::tz::TimeZone::UTC))
 }
 
-/// RFC 3339 with an offset, or a civil date-time taken as UTC (the events list sends
-/// `YYYY-MM-DDTHH:MM:SS`, UTC).
-pub fn parse_event_date(text: &str) -> Option<Timestamp> {
+/// RFC 3339 with an offset, or a civil date-time in `zone` (the events list sends
+/// `YYYY-MM-DDTHH:MM:SS`).
+pub fn parse_event_date(text: &str, zone: &jiff::tz::TimeZone) -> Option<Timestamp> {
     let text = text.trim();
     // The events list sends civil times; parse as an instant only when there is an offset.
     let time = text
@@ -82,7 +105,10 @@ pub fn parse_event_date(text: &str) -> Option<Timestamp> {
         return text.parse::<Timestamp>().ok();
     }
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    jiff::tz::Offset::UTC.to_timestamp(civil).ok()
+    if *zone == jiff::tz::TimeZone::UTC {
+        return jiff::tz::Offset::UTC.to_timestamp(civil).ok();
+    }
+    zone.to_ambiguous_timestamp(civil).compatible().ok()
 }
 
 /// X's `conversion_time` format: `yyyy-MM-ddTHH:mm:ss.SSSZ`, always UTC.
@@ -110,48 +136,48 @@ fn event_type(name: &str) -> Option<SignalsEventType> {
 
 /// Map one event for the X event tag `event_id`.
 pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mapped {
+    if !filter.takes(event) {
+        return Mapped::Skip;
+    }
+    let date = || {
+        event
+            .get("date")?
+            .as_str()
+            .and_then(|d| parse_event_date(d, &filter.time_zone))
+    };
     let Some(id) = event_id(event) else {
         return Mapped::Reject {
             id: MISSING_ID.into(),
-            at: event_date(event),
+            at: date(),
             reason: "event has no id".into(),
         };
     };
     let reject = |reason: String| Mapped::Reject {
         id: id.clone(),
-        at: event_date(event),
+        at: date(),
         reason,
     };
-    if !filter.ad_ids.is_empty()
-        && !text(event, "ad_id").is_some_and(|ad| filter.ad_ids.contains(&ad))
-    {
-        return Mapped::Skip;
-    }
     let type_name = str_field(event, "type").unwrap_or_default();
-    let Some(kind) = event_type(type_name) else {
-        return reject(format!("unknown event type {type_name:?}"));
-    };
-    if !filter.types.contains(&kind) {
-        return Mapped::Skip;
-    }
-    let Some(at) = event_date(event) else {
+    let Some(at) = date() else {
         return reject("date is missing or not a valid date-time".into());
     };
+    // A bad identifier is dropped as long as another one is good: X matches on either.
     let mut identifiers = Vec::new();
+    let mut problem = None;
     if let Some(phone) = text(event, "phone") {
         match hash_phone(&phone) {
             Ok(hash) => identifiers.push(Identifier::HashedPhoneNumber(hash)),
-            Err(e) => return reject(e.to_string()),
+            Err(e) => problem = Some(e.to_string()),
         }
     }
     if let Some(email) = text(event, "email") {
         match hash_email(&email) {
             Ok(hash) => identifiers.push(Identifier::HashedEmail(hash)),
-            Err(e) => return reject(e.to_string()),
+            Err(e) => problem = problem.or(Some(e.to_string())),
         }
     }
     if identifiers.is_empty() {
-        return reject("event has no phone number or email".into());
+        return reject(problem.unwrap_or_else(|| "event has no phone number or email".into()));
     }
     let description = match event.get("type_value") {
         Some(Value::Number(n)) => Some(format!("{type_name}:{n}")),
@@ -175,11 +201,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn converted_only() -> EventFilter {
+    fn filter(types: &[SignalsEventType], ads: &[&str]) -> EventFilter {
         EventFilter {
-            types: [SignalsEventType::Converted].into(),
-            ad_ids: HashSet::new(),
+            app_id: "app".into(),
+            types: types.iter().copied().collect(),
+            ad_ids: ads.iter().map(|a| a.to_string()).collect(),
+            time_zone: jiff::tz::TimeZone::UTC,
         }
+    }
+
+    fn converted_only() -> EventFilter {
+        filter(&[SignalsEventType::Converted], &[])
     }
 
     fn event() -> Value {
@@ -270,7 +302,8 @@ mod tests {
             ("2026-12-31T23:59:59.999-01:00", "2027-01-01T00:59:59.999Z"),
         ];
         for (input, want) in cases {
-            let at = parse_event_date(input).unwrap_or_else(|| panic!("{input} must parse"));
+            let at = parse_event_date(input, &jiff::tz::TimeZone::UTC)
+                .unwrap_or_else(|| panic!("{input} must parse"));
             assert_eq!(format_conversion_time(at), want, "{input}");
         }
     }
@@ -284,11 +317,6 @@ mod tests {
             reason(map_event(&e, &f, "o87ne"))
         };
         assert_eq!(with("id", Value::Null), "event has no id");
-        assert_eq!(
-            with("type", json!("teleport")),
-            "unknown event type \"teleport\""
-        );
-        assert_eq!(with("type", Value::Null), "unknown event type \"\"");
         assert_eq!(
             with("date", json!("yesterday")),
             "date is missing or not a valid date-time"
@@ -313,10 +341,89 @@ mod tests {
             with("phone", Value::Null),
             "event has no phone number or email"
         );
+        let mut e = event();
+        e["phone"] = Value::Null;
+        e["email"] = json!("not-an-email");
         assert_eq!(
-            with("email", json!("not-an-email")),
+            reason(map_event(&e, &f, "o87ne")),
             "email address is not valid"
         );
+    }
+
+    #[test]
+    fn a_bad_identifier_is_dropped_while_a_good_one_remains() {
+        let mut e = event();
+        e["email"] = json!("not-an-email");
+        let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
+        assert_eq!(
+            c.identifiers,
+            vec![Identifier::HashedPhoneNumber(
+                "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231".into()
+            )]
+        );
+        let mut e = event();
+        e["phone"] = json!("n/a");
+        e["email"] = json!("Test@Twitter.com");
+        let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
+        assert_eq!(c.identifiers.len(), 1);
+        assert!(matches!(c.identifiers[0], Identifier::HashedEmail(_)));
+    }
+
+    #[test]
+    fn uppercase_hashes_are_hashes() {
+        let mut e = event();
+        let hash = "1FA6B8D986D9B9CD01BF36951815158BBDE9F520C0567C835DFE34783D0A4231";
+        e["phone"] = json!(hash);
+        let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
+        assert_eq!(
+            c.identifiers,
+            vec![Identifier::HashedPhoneNumber(hash.to_ascii_lowercase())]
+        );
+    }
+
+    #[test]
+    fn other_apps_types_and_ads_are_skipped_before_validation() {
+        // Broken in every way, but not this bridge's business: skipped, never rejected.
+        let broken = |field: &str, value: Value| {
+            let mut e = json!({"phone": "n/a", "date": "never", "type": "converted",
+                               "app_id": "app", "ad_id": "ad1"});
+            e[field] = value;
+            e
+        };
+        let f = filter(&[SignalsEventType::Converted], &["ad1"]);
+        assert_eq!(
+            map_event(&broken("app_id", json!("other")), &f, "o"),
+            Mapped::Skip
+        );
+        assert_eq!(
+            map_event(&broken("type", json!("teleport")), &f, "o"),
+            Mapped::Skip
+        );
+        assert_eq!(
+            map_event(&broken("type", json!("keyword")), &f, "o"),
+            Mapped::Skip
+        );
+        assert_eq!(
+            map_event(&broken("ad_id", json!("ad2")), &f, "o"),
+            Mapped::Skip
+        );
+        assert!(matches!(
+            map_event(&broken("app_id", json!("app")), &f, "o"),
+            Mapped::Reject { .. }
+        ));
+    }
+
+    #[test]
+    fn civil_dates_are_read_in_the_bridge_time_zone() {
+        let mut f = converted_only();
+        f.time_zone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        let (_, at, c) = convert(map_event(&event(), &f, "o87ne"));
+        assert_eq!(at, "2026-11-02T09:15:30Z".parse::<Timestamp>().unwrap());
+        assert_eq!(c.conversion_time, "2026-11-02T09:15:30.000Z");
+        let mut e = event();
+        e["date"] = json!("2026-11-02T10:15:30+00:00");
+        let (_, at, _) = convert(map_event(&e, &f, "o87ne"));
+        assert_eq!(at, "2026-11-02T10:15:30Z".parse::<Timestamp>().unwrap());
     }
 
     #[test]
@@ -332,15 +439,12 @@ mod tests {
         let mut e = event();
         e["type"] = json!("keyword");
         assert_eq!(map_event(&e, &converted_only(), "o87ne"), Mapped::Skip);
-        let only_other_ad = EventFilter {
-            types: [SignalsEventType::Converted].into(),
-            ad_ids: ["999".to_string()].into(),
-        };
+        let only_other_ad = filter(&[SignalsEventType::Converted], &["999"]);
         assert_eq!(map_event(&event(), &only_other_ad, "o87ne"), Mapped::Skip);
-        let this_ad = EventFilter {
-            types: [SignalsEventType::Converted, SignalsEventType::Keyword].into(),
-            ad_ids: ["120210000000000001".to_string()].into(),
-        };
+        let this_ad = filter(
+            &[SignalsEventType::Converted, SignalsEventType::Keyword],
+            &["120210000000000001"],
+        );
         assert!(matches!(
             map_event(&e, &this_ad, "o87ne"),
             Mapped::Convert { .. }

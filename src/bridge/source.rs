@@ -1,23 +1,34 @@
-//! Reading the Signals events list, the bridge's ledger (SPEC 1.5).
+//! Reading the Signals events list, the bridge's ledger (SPEC 1.5, 7.2).
 //!
-//! Each poll reads `[checkpoint - lookback, now)`. Pages are walked by date rather than by a
-//! growing offset: after a full page the next query starts at the last event's second and skips
+//! Each poll reads `[checkpoint - lookback, end)`. Pages are walked by date rather than by a
+//! growing offset: after a page the next query starts at the last event's second and skips
 //! only the events of that second already read. Events inserted while we page therefore never
-//! shift the window under us, and the fake (like the real API) answers each page from an index.
+//! shift the window under us, and the real API (like the fake) answers each page from an index.
 //!
-//! After each page a [`Item::Marker`] says "every event dated before this has been handed
-//! over"; the forwarder turns it into the checkpoint once those events are settled.
+//! After each page an [`Item::Marker`] says "every event dated before this has been handed
+//! over"; the forwarder turns it into the checkpoint once those events are settled. The last
+//! marker of a poll never passes what Signals itself could have listed: its clock (the `Date`
+//! header) may be behind ours, and an event it records next is dated by that clock.
 
+use std::future::Future;
 use std::time::Duration;
 
 use jiff::{Timestamp, ToSpan};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::dedupe::Origin;
 use super::mapping::event_date;
+use super::state::{BridgeState, SideHealth};
+use crate::reconcile::failure::Failure;
+use crate::runtime::backoff::Backoff;
 use crate::upstream::error::UpstreamError;
-use crate::upstream::signals::{EVENTS_MAX_LIMIT, EventQuery, SignalsClient};
+use crate::upstream::signals::{EVENTS_MAX_LIMIT, EventQuery, Page, SignalsClient};
+
+/// Signals lists an event a moment after it happens: a window ends this far behind the
+/// earlier of both clocks.
+pub const SETTLE: Duration = Duration::from_secs(5);
 
 /// What flows from the sources to the forwarder.
 #[derive(Debug)]
@@ -27,15 +38,37 @@ pub enum Item {
     Marker(Timestamp),
 }
 
-/// What one bridge reads.
+/// What one bridge reads, and how often.
 #[derive(Clone, Debug)]
 pub struct PollSpec {
     /// Nothing dated before this is read (startTime or the bridge's creation).
     pub start: Timestamp,
     pub lookback: Duration,
+    pub interval: Duration,
     /// Server-side filters, set when the spec names exactly one type or ad.
     pub event_type: Option<String>,
     pub ad_id: Option<String>,
+}
+
+/// One page of the events list: the Signals client, or a test double.
+pub trait EventPages: Sync {
+    fn page(
+        &self,
+        query: &EventQuery,
+        offset: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page<Value>, UpstreamError>> + Send;
+}
+
+impl EventPages for SignalsClient {
+    async fn page(
+        &self,
+        query: &EventQuery,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Page<Value>, UpstreamError> {
+        self.list_events(query, offset, limit).await
+    }
 }
 
 /// Seconds precision: the events list takes `YYYY-MM-DDTHH:MM:SS`.
@@ -43,13 +76,15 @@ fn whole_second(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
-/// The window the next poll reads.
+fn before(t: Timestamp, d: Duration) -> Timestamp {
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    t.checked_sub(secs.seconds()).unwrap_or(Timestamp::MIN)
+}
+
+/// The window the next poll reads, by the operator's clock.
 pub fn window(spec: &PollSpec, checkpoint: Timestamp, now: Timestamp) -> (Timestamp, Timestamp) {
-    let lookback = i64::try_from(spec.lookback.as_secs()).unwrap_or(i64::MAX);
-    let behind = checkpoint
-        .checked_sub(lookback.seconds())
-        .unwrap_or(Timestamp::MIN);
-    (whole_second(behind.max(spec.start)), whole_second(now))
+    let from = before(checkpoint, spec.lookback).max(spec.start);
+    (whole_second(from), whole_second(before(now, SETTLE)))
 }
 
 /// Why a poll ended early.
@@ -68,7 +103,7 @@ impl From<UpstreamError> for PollError {
 
 /// Read `[from, to)` page by page into `out`; returns the number of events read.
 pub async fn poll_window(
-    client: &SignalsClient,
+    pages: &impl EventPages,
     spec: &PollSpec,
     from: Timestamp,
     to: Timestamp,
@@ -86,66 +121,348 @@ pub async fn poll_window(
         event_type: spec.event_type.clone(),
         event_type_id: None,
     };
+    // Where the window really ends: `to`, or earlier when Signals' clock is behind ours.
+    let mut end = to;
     let mut offset = 0u64;
     loop {
-        let page = client
-            .list_events(&query, offset, EVENTS_MAX_LIMIT)
-            .await?
-            .data;
-        let full = page.len() >= EVENTS_MAX_LIMIT as usize;
-        let last_second = page.iter().rev().find_map(event_date).map(whole_second);
+        let page = pages.page(&query, offset, EVENTS_MAX_LIMIT).await?;
+        if read == 0
+            && let Some(date) = page.server_date
+        {
+            end = end.min(whole_second(before(date, SETTLE)));
+        }
+        let len = page.data.len() as u64;
+        // A server may cap pages below the limit asked for: trust the count as well.
+        let more =
+            len > 0 && (len >= u64::from(EVENTS_MAX_LIMIT) || page.offset + len < page.total_count);
+        let last_second = page
+            .data
+            .iter()
+            .rev()
+            .find_map(event_date)
+            .map(whole_second);
         let in_last_second = last_second.map_or(0, |s| {
-            page.iter()
+            page.data
+                .iter()
                 .filter(|e| event_date(e).map(whole_second) == Some(s))
                 .count() as u64
         });
-        read += page.len() as u64;
-        for event in page {
+        read += len;
+        for event in page.data {
             send(Item::Event(event, Origin::Poll)).await?;
         }
-        if !full {
-            send(Item::Marker(to)).await?;
+        if !more {
+            if end > from {
+                send(Item::Marker(end)).await?;
+            }
             return Ok(read);
         }
         match last_second {
             Some(second) if second > query.date_from => {
-                send(Item::Marker(second)).await?;
+                send(Item::Marker(second.min(end))).await?;
                 query.date_from = second;
                 offset = in_last_second;
             }
             // A whole page within one second (or undated): step by offset.
-            _ => offset += EVENTS_MAX_LIMIT as u64,
+            _ => offset += len,
+        }
+    }
+}
+
+/// Polls until `cancel` fires or a configuration error stops the source (then it returns and
+/// its channel closes, which stops the forwarder too).
+pub async fn poll_loop(
+    pages: &impl EventPages,
+    spec: &PollSpec,
+    state: &BridgeState,
+    tx: mpsc::Sender<Item>,
+    cancel: CancellationToken,
+    bridge: &str,
+) {
+    let mut failures = 0u32;
+    loop {
+        let (from, to) = window(spec, state.checkpoint(), Timestamp::now());
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = poll_window(pages, spec, from, to, &tx) => r,
+        };
+        let pause = match result {
+            Ok(_) => {
+                failures = 0;
+                state.update(|s| {
+                    s.source = SideHealth::Healthy;
+                    s.progress.last_poll = Some(Timestamp::now());
+                });
+                spec.interval
+            }
+            Err(PollError::Closed) => return,
+            Err(PollError::Upstream(e)) => {
+                tracing::warn!(%bridge, error = %e, "reading Signals events failed");
+                match Failure::from(e) {
+                    Failure::Terminal { reason, message } => {
+                        state.update(|s| s.source = SideHealth::Stalled { reason, message });
+                        // Nothing will change until the user fixes the spec or the Secret.
+                        return;
+                    }
+                    failure => {
+                        let asked = match &failure {
+                            Failure::Transient { retry_after, .. } => *retry_after,
+                            _ => None,
+                        };
+                        let health = failure.health();
+                        state.update(|s| {
+                            s.source = SideHealth::Retrying {
+                                reason: health.reason(),
+                                message: health.message().to_string(),
+                            }
+                        });
+                        failures = failures.saturating_add(1);
+                        Backoff::BRIDGE.delay(failures, asked)
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
     use super::*;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn window_reaches_back_by_lookback_but_not_before_start() {
-        let spec = PollSpec {
+    fn spec() -> PollSpec {
+        PollSpec {
             start: t("2026-11-01T00:00:00Z"),
             lookback: Duration::from_secs(300),
+            interval: Duration::from_secs(60),
             event_type: None,
             ad_id: None,
-        };
+        }
+    }
+
+    #[test]
+    fn window_reaches_back_by_lookback_but_not_before_start_and_ends_settled() {
+        let spec = spec();
         assert_eq!(
             window(
                 &spec,
                 t("2026-11-02T12:00:00Z"),
                 t("2026-11-02T12:01:30.7Z")
             ),
-            (t("2026-11-02T11:55:00Z"), t("2026-11-02T12:01:30Z"))
+            (t("2026-11-02T11:55:00Z"), t("2026-11-02T12:01:25Z"))
         );
         assert_eq!(
             window(&spec, t("2026-11-01T00:01:00Z"), t("2026-11-01T00:02:00Z")),
-            (t("2026-11-01T00:00:00Z"), t("2026-11-01T00:02:00Z"))
+            (t("2026-11-01T00:00:00Z"), t("2026-11-01T00:01:55Z"))
         );
+    }
+
+    /// An events list in memory, sorted by (date, id) like Signals: it can cap its pages, run
+    /// a clock of its own and record new events between two pages.
+    #[derive(Default)]
+    struct Ledger {
+        events: Mutex<Vec<Value>>,
+        max_page: Option<usize>,
+        clock: Option<Timestamp>,
+        /// Events recorded after the n-th page is served.
+        arriving: Mutex<HashMap<usize, Vec<Value>>>,
+        pages: Mutex<usize>,
+    }
+
+    fn ev(id: &str, date: &str) -> Value {
+        json!({"id": id, "type": "converted", "date": date})
+    }
+
+    fn key(e: &Value) -> (String, String) {
+        (
+            e["date"].as_str().unwrap_or("").to_string(),
+            e["id"].as_str().unwrap_or("").to_string(),
+        )
+    }
+
+    impl Ledger {
+        fn new(mut events: Vec<Value>) -> Self {
+            events.sort_by_key(key);
+            Ledger {
+                events: Mutex::new(events),
+                ..Default::default()
+            }
+        }
+    }
+
+    impl EventPages for Ledger {
+        async fn page(
+            &self,
+            query: &EventQuery,
+            offset: u64,
+            limit: u32,
+        ) -> Result<Page<Value>, UpstreamError> {
+            let matching: Vec<Value> = {
+                let events = self.events.lock().unwrap();
+                events
+                    .iter()
+                    .filter(|e| match event_date(e) {
+                        Some(at) => at >= query.date_from && at < query.date_to,
+                        None => true,
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let size = (limit as usize).min(self.max_page.unwrap_or(usize::MAX));
+            let data: Vec<Value> = matching
+                .iter()
+                .skip(offset as usize)
+                .take(size)
+                .cloned()
+                .collect();
+            let served = {
+                let mut pages = self.pages.lock().unwrap();
+                *pages += 1;
+                *pages
+            };
+            if let Some(new) = self.arriving.lock().unwrap().remove(&served) {
+                let mut events = self.events.lock().unwrap();
+                events.extend(new);
+                events.sort_by_key(key);
+            }
+            Ok(Page {
+                data,
+                total_count: matching.len() as u64,
+                offset,
+                limit: u64::from(limit),
+                server_date: self.clock,
+            })
+        }
+    }
+
+    /// Runs one poll of `[from, to)` and returns the ids handed over and the markers.
+    async fn poll(ledger: &Ledger, from: &str, to: &str) -> (Vec<String>, Vec<Timestamp>) {
+        let (tx, mut rx) = mpsc::channel(100_000);
+        poll_window(ledger, &spec(), t(from), t(to), &tx)
+            .await
+            .unwrap();
+        drop(tx);
+        let (mut ids, mut markers) = (Vec::new(), Vec::new());
+        while let Some(item) = rx.recv().await {
+            match item {
+                Item::Event(e, _) => ids.push(e["id"].as_str().unwrap().to_string()),
+                Item::Marker(at) => markers.push(at),
+            }
+        }
+        (ids, markers)
+    }
+
+    fn distinct(ids: &[String]) -> usize {
+        ids.iter().collect::<std::collections::HashSet<_>>().len()
+    }
+
+    #[tokio::test]
+    async fn more_than_a_page_within_one_second_is_read_whole() {
+        let mut events: Vec<Value> = (0..2_500)
+            .map(|i| ev(&format!("a{i:05}"), "2026-11-02T10:00:07"))
+            .collect();
+        events.push(ev("before", "2026-11-02T10:00:01"));
+        events.push(ev("after", "2026-11-02T10:00:09"));
+        let ledger = Ledger::new(events);
+        let (ids, markers) = poll(&ledger, "2026-11-02T10:00:00Z", "2026-11-02T10:01:00Z").await;
+        assert_eq!(ids.len(), 2_502);
+        assert_eq!(distinct(&ids), 2_502);
+        assert_eq!(markers.last(), Some(&t("2026-11-02T10:01:00Z")));
+        // Markers only ever say "before the second all of whose events came already".
+        assert!(markers.windows(2).all(|w| w[0] <= w[1]), "{markers:?}");
+        assert!(
+            markers[..markers.len() - 1]
+                .iter()
+                .all(|m| *m <= t("2026-11-02T10:00:07Z"))
+        );
+    }
+
+    #[tokio::test]
+    async fn short_pages_are_followed_by_the_total_count() {
+        let events: Vec<Value> = (0..750)
+            .map(|i| {
+                ev(
+                    &format!("e{i:04}"),
+                    &format!("2026-11-02T10:{:02}:{:02}", i / 60 % 60, i % 60),
+                )
+            })
+            .collect();
+        let mut ledger = Ledger::new(events);
+        // The server answers at most 100 however many are asked for.
+        ledger.max_page = Some(100);
+        let (ids, _) = poll(&ledger, "2026-11-02T10:00:00Z", "2026-11-02T11:00:00Z").await;
+        assert_eq!(distinct(&ids), 750);
+    }
+
+    #[tokio::test]
+    async fn events_recorded_while_paging_are_not_skipped() {
+        let events: Vec<Value> = (0..1_500)
+            .map(|i| {
+                ev(
+                    &format!("e{i:04}"),
+                    &format!("2026-11-02T10:{:02}:{:02}", i / 60 % 60, i % 60),
+                )
+            })
+            .collect();
+        let ledger = Ledger::new(events);
+        // After the first page, events arrive before and after the current position.
+        ledger.arriving.lock().unwrap().insert(
+            1,
+            vec![
+                ev("late-early", "2026-11-02T10:00:03"),
+                ev("late-middle", "2026-11-02T10:20:00"),
+            ],
+        );
+        let (ids, _) = poll(&ledger, "2026-11-02T10:00:00Z", "2026-11-02T11:00:00Z").await;
+        assert_eq!(distinct(&ids), ids.len(), "nothing is handed over twice");
+        assert!(ids.iter().any(|i| i == "late-middle"));
+        assert_eq!(ids.iter().filter(|i| i.starts_with("e")).count(), 1_500);
+        // The one dated behind the pages already read comes with the next poll, which
+        // re-reads the lookback window.
+        let (again, _) = poll(&ledger, "2026-11-02T10:00:00Z", "2026-11-02T11:00:00Z").await;
+        assert!(again.iter().any(|i| i == "late-early"));
+    }
+
+    #[tokio::test]
+    async fn undated_events_are_handed_over_with_the_rest() {
+        let mut events: Vec<Value> = (0..1_200)
+            .map(|i| {
+                ev(
+                    &format!("e{i:04}"),
+                    &format!("2026-11-02T10:{:02}:{:02}", i / 60 % 60, i % 60),
+                )
+            })
+            .collect();
+        events.push(json!({"id": "undated-1", "type": "converted"}));
+        events.push(json!({"id": "undated-2", "type": "converted", "date": "soon"}));
+        let ledger = Ledger::new(events);
+        let (ids, _) = poll(&ledger, "2026-11-02T10:00:00Z", "2026-11-02T11:00:00Z").await;
+        assert_eq!(distinct(&ids), 1_202);
+        assert!(ids.iter().any(|i| i == "undated-1") && ids.iter().any(|i| i == "undated-2"));
+    }
+
+    #[tokio::test]
+    async fn a_signals_clock_behind_ours_ends_the_window_earlier() {
+        let mut ledger = Ledger::new(vec![ev("e1", "2026-11-02T10:00:30")]);
+        ledger.clock = Some(t("2026-11-02T10:01:00Z"));
+        let (ids, markers) = poll(&ledger, "2026-11-02T10:00:00Z", "2026-11-02T10:04:00Z").await;
+        assert_eq!(ids, vec!["e1".to_string()]);
+        assert_eq!(markers, vec![t("2026-11-02T10:00:55Z")]);
+        // A clock ahead of ours changes nothing.
+        ledger.clock = Some(t("2026-11-02T11:00:00Z"));
+        let (_, markers) = poll(&ledger, "2026-11-02T10:00:00Z", "2026-11-02T10:04:00Z").await;
+        assert_eq!(markers, vec![t("2026-11-02T10:04:00Z")]);
     }
 }

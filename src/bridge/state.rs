@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::Notify;
 
 use crate::api::{ConversionBridgeStatus, Rejection};
-use crate::reconcile::conditions::{Health, Reason, apply_health, set_condition};
+use crate::reconcile::conditions::{Health, Reason, apply_health, set_condition_status};
 
 pub const SOURCE_HEALTHY: &str = "SourceHealthy";
 pub const DESTINATION_HEALTHY: &str = "DestinationHealthy";
@@ -215,18 +215,19 @@ impl Snapshot {
             (SOURCE_HEALTHY, &self.source),
             (DESTINATION_HEALTHY, &self.destination),
         ] {
-            let (ok, reason, message) = match side {
-                SideHealth::Healthy => (true, Reason::Available.as_str(), ""),
-                SideHealth::Unknown => (false, "Unknown", "not contacted yet"),
+            let (status, reason, message) = match side {
+                SideHealth::Healthy => ("True", Reason::Available.as_str(), ""),
+                // Nothing was sent or read yet, or the worker is held: nobody knows.
+                SideHealth::Unknown => ("Unknown", "Unknown", "not contacted yet"),
                 SideHealth::Retrying { reason, message }
                 | SideHealth::Stalled { reason, message } => {
-                    (false, reason.as_str(), message.as_str())
+                    ("False", reason.as_str(), message.as_str())
                 }
             };
-            set_condition(
+            set_condition_status(
                 &mut conditions,
                 type_,
-                ok,
+                status,
                 reason,
                 message,
                 self.generation,
@@ -300,10 +301,14 @@ mod tests {
             condition(&s, SOURCE_HEALTHY),
             ("True".into(), "Available".into())
         );
-        let s = snapshot(Phase::Suspended, SideHealth::Healthy, SideHealth::Healthy)
+        let s = snapshot(Phase::Suspended, SideHealth::Unknown, SideHealth::Unknown)
             .render(Some(&s), now);
         assert_eq!(condition(&s, "Ready"), ("False".into(), "Suspended".into()));
         assert_eq!(condition(&s, "Stalled").0, "False");
+        assert_eq!(
+            condition(&s, DESTINATION_HEALTHY),
+            ("Unknown".into(), "Unknown".into())
+        );
     }
 
     #[test]

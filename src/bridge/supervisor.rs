@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::dedupe::SeenSet;
 use super::state::{BridgeState, Phase, Progress, SideHealth, Snapshot};
-use super::worker::{self, WorkerConfig};
+use super::worker::{self, SharedSeen, WorkerConfig};
 use crate::api::{ConversionBridge, ConversionBridgeStatus};
 use crate::metrics::Metrics;
 use crate::reconcile::conditions::{READY, find};
@@ -28,6 +29,9 @@ use crate::upstream::secret::SecretString;
 pub const POSTBACK_QUEUE: usize = 10_000;
 /// At most one `EventRejected` Kubernetes Event per bridge in this period.
 const REJECTION_EVENT_PERIOD: Duration = Duration::from_secs(60);
+/// A worker replaced by a new configuration first delivers what it holds, for at most this
+/// long; its successor starts only after it stopped, so nothing is sent twice or skipped.
+const HANDOVER_GRACE: Duration = Duration::from_secs(10);
 
 /// What the controller decided for a bridge.
 pub enum Desired {
@@ -69,7 +73,11 @@ struct Writer {
 struct Entry {
     uid: String,
     state: Arc<BridgeState>,
+    /// Forwarded ids, kept across workers for the life of the process.
+    seen: SharedSeen,
     worker: Option<Running>,
+    /// A worker on its way out (draining); the next one waits for it.
+    retiring: Option<JoinHandle<()>>,
     token: Option<SecretString>,
     queue: Option<mpsc::Sender<Value>>,
     writer: Writer,
@@ -82,6 +90,30 @@ impl Entry {
         }
         self.queue = None;
     }
+
+    /// Let the worker deliver what it holds and stop (cut short after [`HANDOVER_GRACE`]).
+    fn retire_worker(&mut self) {
+        self.queue = None;
+        let Some(w) = self.worker.take() else {
+            return;
+        };
+        w.drain.cancel();
+        let cancel = w.cancel;
+        let mut handle = w.handle;
+        let previous = self.retiring.take();
+        self.retiring = Some(tokio::spawn(async move {
+            if tokio::time::timeout(HANDOVER_GRACE, &mut handle)
+                .await
+                .is_err()
+            {
+                cancel.cancel();
+                let _ = handle.await;
+            }
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+        }));
+    }
 }
 
 /// The bridges of this process.
@@ -90,6 +122,8 @@ pub struct Supervisor {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     status_interval: Duration,
+    /// `--bridge-max-seen-ids`.
+    max_seen_ids: usize,
     entries: Mutex<HashMap<(String, String), Entry>>,
     /// Only the leader takes postbacks.
     active: AtomicBool,
@@ -101,12 +135,14 @@ impl Supervisor {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         status_interval: Duration,
+        max_seen_ids: usize,
     ) -> Arc<Self> {
         Arc::new(Supervisor {
             kube,
             recorder,
             metrics,
             status_interval,
+            max_seen_ids,
             entries: Mutex::new(HashMap::new()),
             active: AtomicBool::new(false),
         })
@@ -149,8 +185,13 @@ impl Supervisor {
         });
         match desired {
             Desired::Hold(phase) => {
-                entry.stop_worker();
-                entry.state.update(|s| s.phase = phase);
+                entry.retire_worker();
+                // Nothing is sent or read while held: neither side's health is known.
+                entry.state.update(|s| {
+                    s.phase = phase;
+                    s.source = SideHealth::Unknown;
+                    s.destination = SideHealth::Unknown;
+                });
             }
             Desired::Run {
                 fingerprint,
@@ -165,7 +206,7 @@ impl Supervisor {
                 {
                     return;
                 }
-                entry.stop_worker();
+                entry.retire_worker();
                 entry.state.update(|s| {
                     s.phase = Phase::Running;
                     s.source = SideHealth::Unknown;
@@ -173,14 +214,22 @@ impl Supervisor {
                 });
                 let (tx, rx) = mpsc::channel(POSTBACK_QUEUE);
                 let (cancel, drain) = (CancellationToken::new(), CancellationToken::new());
-                let handle = tokio::spawn(worker::run(
+                let previous = entry.retiring.take();
+                let run = worker::run(
                     *config,
                     entry.state.clone(),
                     self.metrics.clone(),
+                    entry.seen.clone(),
                     rx,
                     cancel.clone(),
                     drain.clone(),
-                ));
+                );
+                let handle = tokio::spawn(async move {
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
+                    run.await
+                });
                 entry.queue = Some(tx);
                 entry.worker = Some(Running {
                     fingerprint,
@@ -223,7 +272,9 @@ impl Supervisor {
         Entry {
             uid,
             state,
+            seen: Arc::new(std::sync::Mutex::new(SeenSet::new(self.max_seen_ids))),
             worker: None,
+            retiring: None,
             token: None,
             queue: None,
             writer,

@@ -8,7 +8,7 @@
 //! and push back on the poller and on the postback receiver (503).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,20 +21,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::dedupe::{Offer, Origin, SeenSet};
-use super::delivery::{Delivery, RetryPolicy, SendError, Sink, deliver};
+use super::delivery::{Delivery, Fate, SendError, Sink, deliver};
 use super::mapping::{EventFilter, Mapped, map_event};
-use super::source::{Item, PollError, PollSpec, poll_window, window};
+use super::source::{self, Item, PollSpec};
 use super::state::{BridgeState, SideHealth};
 use crate::metrics::Metrics;
-use crate::reconcile::failure::Failure;
+use crate::runtime::backoff::Backoff;
 use crate::upstream::budget::RateBudget;
 use crate::upstream::signals::SignalsClient;
 use crate::upstream::x_ads::{Conversion, XAdsClient};
 
 /// Capacity of the poller → forwarder channel (events, not pages).
 const POLL_CHANNEL: usize = 2_000;
-/// Longest pause between attempts after a failed poll.
-const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
+/// How often forwarded ids behind the lookback window are forgotten, whatever the polls do.
+const EVICT_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything a worker needs, resolved from the spec and the objects it references.
 pub struct WorkerConfig {
@@ -48,10 +48,9 @@ pub struct WorkerConfig {
     pub event_id: String,
     pub filter: EventFilter,
     pub poll: PollSpec,
-    pub poll_interval: Duration,
     pub max_batch: usize,
     pub flush_interval: Duration,
-    pub retry: RetryPolicy,
+    pub backoff: Backoff,
 }
 
 /// The X Conversion API as a [`Sink`].
@@ -75,90 +74,45 @@ impl Sink for XSink<'_> {
     }
 }
 
+/// The bridge's forwarded-id set, shared by its successive workers.
+pub type SharedSeen = Arc<Mutex<SeenSet>>;
+
 /// Runs until `cancel` fires (stop now), `drain` fires (deliver what was read, then stop) or
 /// a configuration error stalls the bridge.
 pub async fn run(
     config: WorkerConfig,
     state: Arc<BridgeState>,
     metrics: Arc<Metrics>,
+    seen: SharedSeen,
     postbacks: mpsc::Receiver<Value>,
     cancel: CancellationToken,
     drain: CancellationToken,
 ) {
-    let config = Arc::new(config);
+    // Whatever an earlier worker took and never settled is sent again by this one.
+    lock(&seen).forget_pending();
     let (tx, rx) = mpsc::channel(POLL_CHANNEL);
     // The poller stops with the worker, or first when draining. When it stops on its own (a
     // configuration error), its channel closes and the forwarder stops too.
     let stop_polling = cancel.child_token();
-    let poller = tokio::spawn(poll_loop(
-        config.clone(),
-        state.clone(),
+    let poller = source::poll_loop(
+        &config.signals,
+        &config.poll,
+        &state,
         tx,
         stop_polling.clone(),
-    ));
-    Forwarder::new(&config, &state, &metrics)
-        .run(rx, postbacks, &cancel, &drain, &stop_polling)
-        .await;
-    stop_polling.cancel();
-    let _ = poller.await;
+        &config.name,
+    );
+    let forwarder = async {
+        Forwarder::new(&config, &state, &metrics, &seen)
+            .run(rx, postbacks, &cancel, &drain, &stop_polling)
+            .await;
+        stop_polling.cancel();
+    };
+    tokio::join!(poller, forwarder);
 }
 
-async fn poll_loop(
-    config: Arc<WorkerConfig>,
-    state: Arc<BridgeState>,
-    tx: mpsc::Sender<Item>,
-    cancel: CancellationToken,
-) {
-    let mut failures = 0u32;
-    loop {
-        let (from, to) = window(&config.poll, state.checkpoint(), Timestamp::now());
-        let result = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = poll_window(&config.signals, &config.poll, from, to, &tx) => r,
-        };
-        let pause = match result {
-            Ok(_) => {
-                failures = 0;
-                state.update(|s| {
-                    s.source = SideHealth::Healthy;
-                    s.progress.last_poll = Some(Timestamp::now());
-                });
-                config.poll_interval
-            }
-            Err(PollError::Closed) => return,
-            Err(PollError::Upstream(e)) => {
-                tracing::warn!(bridge = %config.name, namespace = %config.namespace, error = %e, "reading Signals events failed");
-                match Failure::from(e) {
-                    Failure::Terminal { reason, message } => {
-                        state.update(|s| s.source = SideHealth::Stalled { reason, message });
-                        // Nothing will change until the user fixes the spec or the Secret.
-                        return;
-                    }
-                    failure => {
-                        let retry_after = match &failure {
-                            Failure::Transient { retry_after, .. } => *retry_after,
-                            _ => None,
-                        };
-                        let health = failure.health();
-                        state.update(|s| {
-                            s.source = SideHealth::Retrying {
-                                reason: health.reason(),
-                                message: health.message().to_string(),
-                            }
-                        });
-                        failures = failures.saturating_add(1);
-                        retry_after.unwrap_or_else(|| {
-                            Duration::from_secs(1 << failures.min(6)).min(MAX_POLL_BACKOFF)
-                        })
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-    }
+fn lock(seen: &Mutex<SeenSet>) -> MutexGuard<'_, SeenSet> {
+    seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Pending {
@@ -176,6 +130,7 @@ struct Shipper<'a> {
     config: &'a WorkerConfig,
     state: &'a BridgeState,
     metrics: &'a Metrics,
+    seen: &'a Mutex<SeenSet>,
 }
 
 impl<'a> Shipper<'a> {
@@ -201,6 +156,8 @@ impl<'a> Shipper<'a> {
                 .await;
             self.record(&part, &batch[start..start + n]);
             if !part.settled() {
+                let mut seen = lock(self.seen);
+                batch[start + n..].iter().for_each(|p| seen.unsettle(&p.id));
                 return false;
             }
             start += n;
@@ -216,7 +173,7 @@ impl<'a> Shipper<'a> {
         cancel: &CancellationToken,
     ) -> Delivery {
         let (ns, name) = (&self.config.namespace, &self.config.name);
-        deliver(sink, conversions, self.config.retry, cancel, |reason, message| {
+        deliver(sink, conversions, self.config.backoff, cancel, |reason, message| {
             self.metrics.bridge_batch(ns, name, "failed");
             tracing::warn!(bridge = %name, namespace = %ns, error = %message, "sending conversions failed; retrying");
             self.state.update(|s| {
@@ -229,7 +186,8 @@ impl<'a> Shipper<'a> {
         .await
     }
 
-    /// Counters, rejections and destination health after delivering `sent`.
+    /// Counters, rejections, the forwarded-id set and destination health after delivering
+    /// `sent`.
     fn record(self, d: &Delivery, sent: &[Pending]) {
         let (ns, name) = (&self.config.namespace, &self.config.name);
         for _ in 0..d.requests_accepted {
@@ -238,18 +196,29 @@ impl<'a> Shipper<'a> {
         for _ in 0..d.requests_rejected {
             self.metrics.bridge_batch(ns, name, "rejected");
         }
+        {
+            let mut seen = lock(self.seen);
+            for (pending, fate) in sent.iter().zip(&d.fates) {
+                match fate {
+                    Fate::Unsent => seen.unsettle(&pending.id),
+                    Fate::Forwarded | Fate::Rejected(_) => seen.settle(&pending.id),
+                }
+            }
+        }
+        let forwarded = d.forwarded();
+        let rejected = d.rejected().count();
         let count = |outcome, n| self.metrics.bridge_events(ns, name, outcome, n);
-        count("forwarded", d.forwarded as u64);
-        count("rejected", d.rejected.len() as u64);
+        count("forwarded", forwarded as u64);
+        count("rejected", rejected as u64);
         let now = Timestamp::now();
         self.state.update(|s| {
-            s.progress.forwarded += d.forwarded as i64;
+            s.progress.forwarded += forwarded as i64;
             s.progress.batches_sent += d.requests_accepted as i64;
-            if d.forwarded > 0 {
+            if forwarded > 0 {
                 s.progress.last_forward = Some(now);
             }
-            for (index, message) in &d.rejected {
-                s.progress.reject(&sent[*index].id, message, now);
+            for (index, message) in d.rejected() {
+                s.progress.reject(&sent[index].id, message, now);
             }
             match &d.stalled {
                 Some((reason, message)) => {
@@ -258,7 +227,8 @@ impl<'a> Shipper<'a> {
                         message: message.clone(),
                     };
                 }
-                None if !d.cancelled => s.destination = SideHealth::Healthy,
+                // X answered every part: it is reachable and takes this configuration.
+                None if d.settled() => s.destination = SideHealth::Healthy,
                 None => {}
             }
         });
@@ -269,7 +239,7 @@ struct Forwarder<'a> {
     config: &'a WorkerConfig,
     state: &'a BridgeState,
     metrics: &'a Metrics,
-    seen: SeenSet,
+    seen: &'a Mutex<SeenSet>,
     batch: Vec<Pending>,
     /// When the partial batch must go out.
     deadline: Option<Instant>,
@@ -281,6 +251,9 @@ struct Forwarder<'a> {
     markers: VecDeque<(u64, Timestamp)>,
     /// A delivery did not settle: the checkpoint stays where it is from now on.
     failed: bool,
+    /// Which door is served first next time both have something: they take turns, so a
+    /// flood of postbacks cannot starve the polled pages, nor the other way round.
+    poll_first: bool,
 }
 
 enum Flow {
@@ -289,18 +262,24 @@ enum Flow {
 }
 
 impl<'a> Forwarder<'a> {
-    fn new(config: &'a WorkerConfig, state: &'a BridgeState, metrics: &'a Metrics) -> Self {
+    fn new(
+        config: &'a WorkerConfig,
+        state: &'a BridgeState,
+        metrics: &'a Metrics,
+        seen: &'a Mutex<SeenSet>,
+    ) -> Self {
         Forwarder {
             config,
             state,
             metrics,
-            seen: SeenSet::new(),
+            seen,
             batch: Vec::new(),
             deadline: None,
             in_flight: FuturesOrdered::new(),
             shipped: 0,
             markers: VecDeque::new(),
             failed: false,
+            poll_first: false,
         }
     }
 
@@ -313,9 +292,13 @@ impl<'a> Forwarder<'a> {
         stop_polling: &CancellationToken,
     ) {
         let mut postbacks_open = true;
+        let mut evict = tokio::time::interval(EVICT_EVERY);
+        evict.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.deadline;
             let busy = !self.in_flight.is_empty();
+            let poll_first = self.poll_first;
+            self.poll_first = !poll_first;
             let flow = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
@@ -325,22 +308,18 @@ impl<'a> Forwarder<'a> {
                     return;
                 }
                 Some(settled) = self.in_flight.next(), if busy => self.settle(settled),
-                event = postbacks.recv(), if postbacks_open => match event {
-                    Some(event) => self.take(event, Origin::Postback),
-                    None => {
-                        postbacks_open = false;
-                        Flow::Continue
+                input = next_input(&mut polled, &mut postbacks, postbacks_open, poll_first) => {
+                    match input {
+                        Input::Polled(Some(item)) => self.polled(item),
+                        Input::Polled(None) => break,
+                        Input::Postback(event) => self.postback(event, &mut postbacks_open),
                     }
-                },
-                item = polled.recv() => match item {
-                    Some(Item::Event(event, origin)) => self.take(event, origin),
-                    Some(Item::Marker(at)) => {
-                        self.mark(at);
-                        Flow::Continue
-                    }
-                    None => break,
-                },
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => self.flush(cancel).await,
+                _ = evict.tick() => {
+                    self.evict();
+                    Flow::Continue
+                }
             };
             let flow = match flow {
                 Flow::Continue if self.batch.len() >= self.config.max_batch => {
@@ -355,6 +334,26 @@ impl<'a> Forwarder<'a> {
         // Stopping (a stalled delivery, or the poller gave up): let the deliveries under way
         // finish so their counts are recorded.
         self.settle_all().await;
+    }
+
+    fn postback(&mut self, event: Option<Value>, open: &mut bool) -> Flow {
+        match event {
+            Some(event) => self.take(event, Origin::Postback),
+            None => {
+                *open = false;
+                Flow::Continue
+            }
+        }
+    }
+
+    fn polled(&mut self, item: Item) -> Flow {
+        match item {
+            Item::Event(event, origin) => self.take(event, origin),
+            Item::Marker(at) => {
+                self.mark(at);
+                Flow::Continue
+            }
+        }
     }
 
     /// Shutdown: stop reading, take what was already read, deliver it, move the checkpoint.
@@ -446,26 +445,50 @@ impl<'a> Forwarder<'a> {
                 (key, at.unwrap_or_else(|| self.state.checkpoint()))
             }
         };
-        match self.seen.offer(&id, at, origin) {
+        let (offer, evicted) = lock(self.seen).offer(&id, at, origin);
+        if evicted > 0 {
+            self.metrics.bridge_seen_ids_evicted(
+                &self.config.namespace,
+                &self.config.name,
+                evicted as u64,
+            );
+        }
+        match offer {
             Offer::Reread => return Flow::Continue,
             Offer::Duplicate => {
                 self.state.update(|s| s.progress.duplicate += 1);
                 self.count("duplicate", 1);
                 return Flow::Continue;
             }
-            Offer::New => {}
+            Offer::New | Offer::Retry => {}
         }
-        self.count("received", 1);
         match mapped {
             Mapped::Convert { id, conversion, .. } => {
-                self.state.update(|s| s.progress.received += 1);
+                // A retried list copy of a rejected postback was counted as received already.
+                if offer == Offer::New {
+                    self.count("received", 1);
+                    self.state.update(|s| s.progress.received += 1);
+                }
                 if self.batch.is_empty() {
                     self.deadline = Some(Instant::now() + self.config.flush_interval);
                 }
                 self.batch.push(Pending { id, conversion });
             }
-            Mapped::Reject { id, reason, .. } => {
+            Mapped::Reject { reason, .. } => {
+                {
+                    let mut seen = lock(self.seen);
+                    match origin {
+                        // The list's copy of this event may still be good.
+                        Origin::Postback => seen.postback_rejected(&id),
+                        Origin::Poll => seen.settle(&id),
+                    }
+                }
+                if offer == Offer::Retry {
+                    // Its postback copy was rejected and counted already.
+                    return Flow::Continue;
+                }
                 tracing::debug!(bridge = %self.config.name, event = %id, %reason, "event rejected");
+                self.count("received", 1);
                 self.count("rejected", 1);
                 self.state.update(|s| {
                     s.progress.received += 1;
@@ -479,15 +502,19 @@ impl<'a> Forwarder<'a> {
 
     /// Every event before `at` is settled.
     fn advance(&mut self, at: Timestamp) {
-        let lookback = i64::try_from(self.config.poll.lookback.as_secs()).unwrap_or(i64::MAX);
-        let checkpoint = self.state.update(|s| {
+        self.state.update(|s| {
             if at > s.progress.checkpoint {
                 s.progress.checkpoint = at;
             }
-            s.progress.checkpoint
         });
-        if let Ok(cutoff) = checkpoint.checked_sub(lookback.seconds()) {
-            self.seen.evict_before(cutoff);
+        self.evict();
+    }
+
+    /// Forget forwarded ids behind the lookback window: no poll reads them again.
+    fn evict(&mut self) {
+        let lookback = i64::try_from(self.config.poll.lookback.as_secs()).unwrap_or(i64::MAX);
+        if let Ok(cutoff) = self.state.checkpoint().checked_sub(lookback.seconds()) {
+            lock(self.seen).evict_before(cutoff);
         }
     }
 
@@ -500,6 +527,7 @@ impl<'a> Forwarder<'a> {
             config: self.config,
             state: self.state,
             metrics: self.metrics,
+            seen: self.seen,
         };
         self.in_flight
             .push_back(Box::pin(shipper.ship(batch, cancel.clone())));
@@ -533,6 +561,33 @@ impl<'a> Forwarder<'a> {
     async fn settle_all(&mut self) {
         while let Some(settled) = self.in_flight.next().await {
             self.settle(settled);
+        }
+    }
+}
+
+enum Input {
+    Polled(Option<Item>),
+    Postback(Option<Value>),
+}
+
+/// The next input from either door, `poll_first` deciding which one wins when both have one.
+async fn next_input(
+    polled: &mut mpsc::Receiver<Item>,
+    postbacks: &mut mpsc::Receiver<Value>,
+    postbacks_open: bool,
+    poll_first: bool,
+) -> Input {
+    if poll_first {
+        tokio::select! {
+            biased;
+            item = polled.recv() => Input::Polled(item),
+            event = postbacks.recv(), if postbacks_open => Input::Postback(event),
+        }
+    } else {
+        tokio::select! {
+            biased;
+            event = postbacks.recv(), if postbacks_open => Input::Postback(event),
+            item = polled.recv() => Input::Polled(item),
         }
     }
 }

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
 use crate::reconcile::failure::Failure;
+use crate::upstream::budget::RequestBudgets;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::http::Transport;
 use crate::upstream::hub_auth::{DialogAuth, HubTokenProvider};
@@ -26,6 +27,8 @@ pub struct DialogUpstream {
     pub tokens: Arc<HubTokenProvider>,
     pub hub_url: String,
     pub signals_url: String,
+    /// One Signals request budget per 360dialog Secret, for every kind and bridge.
+    pub signals_budgets: Arc<RequestBudgets>,
 }
 
 impl DialogUpstream {
@@ -53,14 +56,17 @@ impl DialogUpstream {
         app_id: &str,
         secret: &Secret,
     ) -> Result<SignalsClient, Failure> {
+        let auth = Self::auth(secret)?;
+        let budget = self.signals_budgets.get(&auth.id);
         Ok(SignalsClient::new(
             self.transport.clone(),
             &self.signals_url,
             client_id.to_string(),
             app_id.to_string(),
             self.tokens.clone(),
-            Self::auth(secret)?,
-        )?)
+            auth,
+        )?
+        .with_budget(budget))
     }
 }
 

@@ -149,6 +149,19 @@ pub fn set_condition(
     now: &Time,
 ) {
     let status = if status { "True" } else { "False" };
+    set_condition_status(conditions, type_, status, reason, message, generation, now)
+}
+
+/// Like [`set_condition`], for a condition whose status may also be `"Unknown"`.
+pub fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
     let message = truncate(message, 1024);
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(existing) => {

@@ -1,6 +1,5 @@
 //! The generic managed-resource reconciler, written once and used by every managed kind.
 
-pub mod backoff;
 pub mod conditions;
 pub mod controller;
 pub mod external;

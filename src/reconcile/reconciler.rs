@@ -12,7 +12,6 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::backoff::Backoff;
 use super::conditions::{self, Health, Reason, apply_health};
 use super::controller::trigger_hash;
 use super::external::{ExternalResource, Observation};
@@ -20,13 +19,14 @@ use super::failure::Failure;
 use super::managed::{Managed, ManagedExt};
 use crate::api::{DeletionPolicy, EXTERNAL_ID_ANNOTATION, FINALIZER, ManagementPolicy};
 use crate::metrics::Metrics;
+use crate::runtime::backoff::KeyedBackoff;
 
 /// What every reconcile of one kind shares.
 pub struct Context<A> {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub adapter: A,
-    pub backoff: Backoff,
+    pub backoff: KeyedBackoff,
     /// Global drift-check interval (`--resync-interval`).
     pub resync: Duration,
     /// Objects for which the ReconcilePaused Event was already emitted.
@@ -50,7 +50,7 @@ impl<A> Context<A> {
             recorder,
             metrics,
             adapter,
-            backoff: Backoff::default(),
+            backoff: KeyedBackoff::default(),
             resync,
             paused_noted: Mutex::new(HashSet::new()),
             echoes: Mutex::new(HashMap::new()),
@@ -190,8 +190,7 @@ where
             });
             Ok(match failure {
                 Failure::Transient { retry_after, .. } => {
-                    let backoff = ctx.backoff.next_delay(&key);
-                    Action::requeue(retry_after.map_or(backoff, |r| r.max(backoff)))
+                    Action::requeue(ctx.backoff.next_delay(&key, retry_after))
                 }
                 Failure::Terminal { .. } => Action::await_change(),
                 Failure::Waiting { .. } => Action::requeue(Duration::from_secs(30)),
@@ -203,7 +202,7 @@ where
 /// After a Kubernetes API error: retry with the same per-object backoff.
 pub fn error_policy<K: Managed, A>(obj: Arc<K>, error: &KubeError, ctx: Arc<Context<A>>) -> Action {
     tracing::warn!(object = %key(obj.as_ref()), %error, "reconcile failed");
-    Action::requeue(ctx.backoff.next_delay(&key(obj.as_ref())))
+    Action::requeue(ctx.backoff.next_delay(&key(obj.as_ref()), None))
 }
 
 enum SyncError {
@@ -367,7 +366,12 @@ where
                 .await?;
                 return Ok(match failure {
                     Failure::Terminal { .. } => Action::await_change(),
-                    _ => Action::requeue(ctx.backoff.next_delay(&key(obj.as_ref()))),
+                    Failure::Transient { retry_after, .. } => {
+                        Action::requeue(ctx.backoff.next_delay(&key(obj.as_ref()), retry_after))
+                    }
+                    Failure::Waiting { .. } => {
+                        Action::requeue(ctx.backoff.next_delay(&key(obj.as_ref()), None))
+                    }
                 });
             }
         }
@@ -511,5 +515,5 @@ async fn publish<K: Managed, A>(
 
 /// Spreads resyncs of objects created together over ±10% of the interval.
 fn jittered(d: Duration) -> Duration {
-    d.mul_f64(0.9 + 0.2 * super::backoff::jitter_fraction())
+    d.mul_f64(0.9 + 0.2 * crate::runtime::backoff::jitter_fraction())
 }

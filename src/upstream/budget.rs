@@ -217,9 +217,114 @@ impl BudgetRegistry {
     }
 }
 
+/// The request budget of one credential (SPEC 7.1): at most `per_second` requests started
+/// per second, and at most `max_in_flight` unanswered at once, for every object and bridge
+/// that uses it. A thousand objects resyncing together queue here instead of firing at once.
+#[derive(Debug)]
+pub struct RequestBudget {
+    rate: RateBudget,
+    in_flight: tokio::sync::Semaphore,
+}
+
+/// Permission for one request; dropping it (when the answer arrived) frees its slot.
+pub struct RequestPermit<'a> {
+    _slot: tokio::sync::SemaphorePermit<'a>,
+    _spent: InFlight<'a>,
+}
+
+impl RequestBudget {
+    pub fn new(per_second: u32, max_in_flight: usize) -> Self {
+        let per_second = u64::from(per_second.max(1));
+        RequestBudget {
+            rate: RateBudget::new(per_second, Duration::from_secs(1)),
+            in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
+        }
+    }
+
+    /// Wait for a slot and a unit of the rate, then hold them until the permit is dropped.
+    pub async fn enter(&self) -> RequestPermit<'_> {
+        let slot = self
+            .in_flight
+            .acquire()
+            .await
+            .unwrap_or_else(|_| unreachable!("the semaphore is never closed"));
+        let spent = self.rate.acquire(1).await;
+        RequestPermit {
+            _slot: slot,
+            _spent: spent,
+        }
+    }
+}
+
+/// One [`RequestBudget`] per credential id (e.g. `namespace/secret`), process-wide.
+#[derive(Debug)]
+pub struct RequestBudgets {
+    per_second: u32,
+    max_in_flight: usize,
+    budgets: StdMutex<HashMap<String, Arc<RequestBudget>>>,
+}
+
+/// SPEC 7.1: at most this many requests of one credential are unanswered at once.
+pub const MAX_IN_FLIGHT_PER_CREDENTIAL: usize = 4;
+
+impl RequestBudgets {
+    pub fn new(per_second: u32) -> Self {
+        RequestBudgets {
+            per_second,
+            max_in_flight: MAX_IN_FLIGHT_PER_CREDENTIAL,
+            budgets: StdMutex::default(),
+        }
+    }
+
+    pub fn get(&self, credential: &str) -> Arc<RequestBudget> {
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(credential.to_string())
+            .or_insert_with(|| Arc::new(RequestBudget::new(self.per_second, self.max_in_flight)))
+            .clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_credential_gets_its_rate_and_four_requests_in_flight() {
+        let budgets = Arc::new(RequestBudgets::new(10));
+        let start = Instant::now();
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (budgets, peak, now) = (budgets.clone(), peak.clone(), now.clone());
+                tokio::spawn(async move {
+                    let budget = budgets.get("ns/dialog360");
+                    let _permit = budget.enter().await;
+                    let n = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 4);
+        // 40 requests at 10 per second, the first 10 at once: at least 3 s.
+        assert!(
+            start.elapsed() >= Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        // Another credential is not held back by this one.
+        let other = budgets.get("ns/other");
+        let t = Instant::now();
+        drop(other.enter().await);
+        assert_eq!(t.elapsed(), Duration::ZERO);
+    }
 
     const WINDOW: Duration = Duration::from_secs(15 * 60);
 

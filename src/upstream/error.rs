@@ -70,6 +70,9 @@ pub enum UpstreamError {
         status: u16,
         /// The upstream's message, when the body carried one.
         message: Option<String>,
+        /// X's `errors[]` entries, when the body had them (empty for anything else, e.g. an
+        /// HTML page from a proxy).
+        errors: Vec<ErrorDetail>,
         /// Classification computed from status, headers and body.
         class: ErrorClass,
     },
@@ -124,6 +127,43 @@ pub enum UpstreamError {
         #[source]
         source: crate::upstream::secret::CredentialsError,
     },
+}
+
+/// One entry of X's `{"errors": [{"code", "message", "parameter"}]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    /// The request field the error is about; X leaves it empty for some errors.
+    pub parameter: String,
+}
+
+/// X's error entries of a response body; empty when the body is not X's error shape.
+pub fn error_details(body: &[u8]) -> Vec<ErrorDetail> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let text = |e: &serde_json::Value, field: &str| {
+        e.get(field)
+            .and_then(|v| v.as_str())
+            .map(|s| truncate(s.trim()))
+            .unwrap_or_default()
+    };
+    value
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .map(|errors| {
+            errors
+                .iter()
+                .filter(|e| e.is_object())
+                .map(|e| ErrorDetail {
+                    code: text(e, "code"),
+                    message: text(e, "message"),
+                    parameter: text(e, "parameter"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn fmt_message(message: &Option<String>) -> String {
@@ -215,6 +255,14 @@ impl UpstreamError {
         matches!(self.class(), ErrorClass::RateLimited { .. })
     }
 
+    /// X's `errors[]` entries (empty when the body had none).
+    pub fn error_details(&self) -> &[ErrorDetail] {
+        match self {
+            UpstreamError::Status { errors, .. } => errors,
+            _ => &[],
+        }
+    }
+
     /// The upstream's own error message (from `detail` or `errors[].message`).
     pub fn upstream_message(&self) -> Option<&str> {
         match self {
@@ -237,6 +285,7 @@ impl UpstreamError {
             operation,
             status,
             message,
+            errors: error_details(body),
             class,
         }
     }
@@ -258,6 +307,7 @@ impl UpstreamError {
                 operation,
                 status: status.as_u16(),
                 message: None,
+                errors: Vec::new(),
                 class: classify_status(status.as_u16()),
             }
         } else if err.is_decode() {

@@ -129,6 +129,7 @@ mod redaction_tests {
                 message: super::error::extract_message(
                     br#"{"detail":[{"loc":["body","url"],"msg":"bad","input":"https://hooks.example/pb?token=pb-s3cr3t"}]}"#,
                 ),
+                errors: Vec::new(),
                 class: ErrorClass::Terminal,
             },
             UpstreamError::Timeout { api: Api::Hub, operation: "token" },

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::upstream::budget::RequestBudget;
 use crate::upstream::error::{Api, UpstreamError};
-use crate::upstream::http::{SuccessBody, Transport, join_url, parse_base_url, string_or_number};
+use crate::upstream::http::{
+    RawResponse, SuccessBody, Transport, join_url, parse_base_url, string_or_number,
+};
 use crate::upstream::hub_auth::{DialogAuth, HubTokenProvider};
 use crate::upstream::secret::SecretString;
 
@@ -85,6 +88,8 @@ pub struct Page<T> {
     pub offset: u64,
     /// Page size.
     pub limit: u64,
+    /// The response's `Date` header: the upstream's clock when it answered.
+    pub server_date: Option<jiff::Timestamp>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +174,8 @@ pub struct SignalsClient {
     app_id: String,
     tokens: Arc<HubTokenProvider>,
     auth: DialogAuth,
+    /// The credential's request budget, shared with every other user of the Secret.
+    budget: Option<Arc<RequestBudget>>,
 }
 
 impl SignalsClient {
@@ -188,7 +195,14 @@ impl SignalsClient {
             app_id: app_id.into(),
             tokens,
             auth,
+            budget: None,
         })
+    }
+
+    /// Make every request wait for `budget` (the credential's, SPEC 7.1).
+    pub fn with_budget(mut self, budget: Arc<RequestBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     fn url(&self, op: &'static str, tail: &[&str]) -> Result<url::Url, UpstreamError> {
@@ -205,6 +219,23 @@ impl SignalsClient {
         query: &[(&str, String)],
         body: Option<serde_json::Value>,
     ) -> Result<T, UpstreamError> {
+        self.call_raw(op, method, url, query, body)
+            .await?
+            .json::<T>(Api::Signals, op)
+    }
+
+    async fn call_raw(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: url::Url,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+    ) -> Result<RawResponse, UpstreamError> {
+        let _permit = match &self.budget {
+            Some(budget) => Some(budget.enter().await),
+            None => None,
+        };
         self.tokens
             .with_token(&self.auth, |token| {
                 let mut request = self
@@ -218,10 +249,7 @@ impl SignalsClient {
                 if let Some(body) = &body {
                     request = request.json(body);
                 }
-                async move {
-                    let response = self.transport.execute(Api::Signals, op, request).await?;
-                    response.json::<T>(Api::Signals, op)
-                }
+                async move { self.transport.execute(Api::Signals, op, request).await }
             })
             .await
     }
@@ -379,10 +407,17 @@ impl SignalsClient {
         params.push(("limit", limit.clamp(1, EVENTS_MAX_LIMIT).to_string()));
         params.push(("offset", offset.to_string()));
         let url = self.url(OP, &["events"])?;
-        let raw: RawPage<serde_json::Value> = self
-            .call(OP, reqwest::Method::GET, url, &params, None)
+        let response = self
+            .call_raw(OP, reqwest::Method::GET, url, &params, None)
             .await?;
-        Ok(finish_page(raw, offset))
+        let raw: RawPage<serde_json::Value> = response.json(Api::Signals, OP)?;
+        let mut page = finish_page(raw, offset);
+        page.server_date = response
+            .headers
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(http_date);
+        Ok(page)
     }
 
     /// Every event matching `query`, walking all pages of 1000.
@@ -411,7 +446,15 @@ fn finish_page<T>(raw: RawPage<T>, offset: u64) -> Page<T> {
         offset: raw.offset.unwrap_or(offset),
         limit: raw.limit.unwrap_or(len),
         data: raw.data,
+        server_date: None,
     }
+}
+
+/// An HTTP `Date` header (IMF-fixdate, `Tue, 01 Dec 2026 22:50:21 GMT`).
+pub fn http_date(text: &str) -> Option<jiff::Timestamp> {
+    jiff::fmt::rfc2822::parse(text.trim())
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 #[cfg(test)]
@@ -427,6 +470,15 @@ mod tests {
         assert_eq!(k.id, "42");
         assert_eq!(k.ad_id, None);
         assert_eq!(k.status, KeywordStatus::Unknown);
+    }
+
+    #[test]
+    fn date_headers_are_read() {
+        assert_eq!(
+            http_date("Tue, 01 Dec 2026 22:50:21 GMT"),
+            Some("2026-12-01T22:50:21Z".parse().unwrap())
+        );
+        assert_eq!(http_date("yesterday"), None);
     }
 
     #[test]

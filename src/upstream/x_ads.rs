@@ -12,7 +12,7 @@ use crate::upstream::budget::{InFlight, RateBudget};
 use crate::upstream::error::{
     Api, UpstreamError, rate_limit_limit, rate_limit_remaining, rate_limit_reset,
 };
-use crate::upstream::http::{Transport, join_url, parse_base_url, string_or_number};
+use crate::upstream::http::{RawResponse, Transport, join_url, parse_base_url, string_or_number};
 use crate::upstream::oauth;
 use crate::upstream::secret::XCredentials;
 
@@ -242,6 +242,21 @@ impl XAdsClient {
         body: Option<Vec<u8>>,
         spent: Option<InFlight<'_>>,
     ) -> Result<(DataEnvelope<T>, RateLimitInfo), UpstreamError> {
+        let (response, rate) = self
+            .call_raw(op, method, segments, query, body, spent)
+            .await?;
+        Ok((response.json(Api::XAds, op)?, rate))
+    }
+
+    async fn call_raw(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+        spent: Option<InFlight<'_>>,
+    ) -> Result<(RawResponse, RateLimitInfo), UpstreamError> {
         let mut url = join_url(&self.base, segments, Api::XAds, op)?;
         let header = oauth::authorization_header(
             &self.credentials,
@@ -287,7 +302,7 @@ impl XAdsClient {
         if let Some(budget) = &self.budget {
             budget.observe_rate_limit(rate.remaining, rate.reset);
         }
-        Ok((response.json(Api::XAds, op)?, rate))
+        Ok((response, rate))
     }
 
     /// `GET /accounts/{account}/web_event_tags?count&cursor&with_deleted`.
@@ -428,8 +443,8 @@ impl XAdsClient {
             operation: "send_conversions",
             detail: e.to_string(),
         })?;
-        let (env, rate): (DataEnvelope<ConversionsData>, _) = self
-            .call(
+        let (response, rate) = self
+            .call_raw(
                 "send_conversions",
                 reqwest::Method::POST,
                 &["measurement", "conversions", pixel],
@@ -438,9 +453,21 @@ impl XAdsClient {
                 spent,
             )
             .await?;
+        // Any 2xx is a delivery (SPEC 7.2): re-sending what X accepted would only burn budget,
+        // so an unexpected body is logged, never an error.
+        let data = match serde_json::from_slice::<DataEnvelope<ConversionsData>>(&response.body) {
+            Ok(envelope) => envelope.data,
+            Err(e) => {
+                tracing::warn!(status = response.status, error = %e, "X accepted conversions with an unexpected response body");
+                ConversionsData {
+                    conversions_processed: conversions.len() as u64,
+                    debug_id: None,
+                }
+            }
+        };
         Ok(ConversionsResult {
-            processed: env.data.conversions_processed,
-            debug_id: env.data.debug_id,
+            processed: data.conversions_processed,
+            debug_id: data.debug_id,
             rate,
         })
     }

@@ -112,6 +112,8 @@ impl Env {
             bridge_status_interval: Duration::from_secs(1),
             leader_election: None,
             shutdown_grace: Duration::from_secs(20),
+            bridge_max_seen_ids: ctwa_operator::bridge::dedupe::DEFAULT_MAX_SEEN_IDS,
+            signals_requests_per_second: 10,
         }
     }
 

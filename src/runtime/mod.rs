@@ -1,0 +1,3 @@
+//! What every controller shares, whatever it reconciles.
+
+pub mod backoff;
