@@ -1,7 +1,9 @@
 //! No loss: 20,000 events arrive over time while the operator is killed with SIGKILL five
-//! times, X fails some requests with 5xx and 429, and a fifth of the postbacks never arrive.
-//! In the end X has received every valid event, none of the invalid ones, and repeats only
-//! of events inside the lookback window of a restart.
+//! times, X fails some requests with 5xx, 429 and a proxy's HTML 400, twice answers a
+//! configuration 400 (fixed by a spec edit, then by a Secret touch), and a fifth of the
+//! postbacks never arrive. In the end X has received every valid event, none of the invalid
+//! ones, and repeats only of events inside the lookback window of a process restart: the
+//! worker restarts of the edit and the Secret touch re-send nothing.
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 use common::events::{bridge, event, received_counts};
 use common::{Env, env_without_operator};
 use ctwa_operator::api::ConversionBridge;
-use fake_upstreams::FaultRule;
+use fake_upstreams::{FaultRule, x_errors};
 use jiff::{Timestamp, ToSpan};
 use serde_json::json;
 
@@ -36,12 +38,15 @@ async fn sigkill_faults_and_dropped_postbacks_lose_nothing() {
         requests: 100_000,
         window_seconds: 900,
     });
-    env.fake.set_fault(FaultRule {
+    let weather = || FaultRule {
         operation: Some("x.send_conversions".into()),
         error_rate: 0.10,
         rate_limit_rate: 0.03,
+        respond: Some(x_errors::html_400()),
+        respond_rate: 0.03,
         ..Default::default()
-    });
+    };
+    env.fake.set_fault(weather());
     let start = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     env.create::<ConversionBridge>(bridge(
         "b",
@@ -116,7 +121,48 @@ async fn sigkill_faults_and_dropped_postbacks_lose_nothing() {
         }
         kills
     };
-    let ((all, posted, dropped), kills) = tokio::join!(producer, killer);
+    // Twice X answers that the event tag is not a single event tag: the bridge stalls, and the
+    // user's fix (a spec edit, then a Secret touch) resumes it.
+    let spoiler = async {
+        let single = x_errors::documented()
+            .into_iter()
+            .find(|e| e.status == 400 && e.body.contains("Event_id (o87ne)"))
+            .expect("the documented SET error");
+        let stall_once = || {
+            fake.clear_faults();
+            fake.set_fault(FaultRule {
+                operation: Some("x.send_conversions".into()),
+                respond: Some(x_errors::canned(&single)),
+                remaining: Some(1),
+                ..Default::default()
+            });
+            fake.set_fault(weather());
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stall_once();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        env.api::<ConversionBridge>()
+            .patch(
+                "b",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"batching": {"flushInterval": "2s"}}})),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        stall_once();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = env.api();
+        secrets
+            .patch(
+                "x-ads",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"labels": {"rotated": "1"}}})),
+            )
+            .await
+            .unwrap();
+    };
+    let ((all, posted, dropped), kills, ()) = tokio::join!(producer, killer, spoiler);
     println!(
         "{} events, {posted} taken as postbacks, {dropped} postbacks dropped",
         all.len()
@@ -195,4 +241,10 @@ async fn sigkill_faults_and_dropped_postbacks_lose_nothing() {
         invalid.len()
     );
     assert!(rejected >= invalid.len() as i64);
+    // Nothing valid was ever rejected: every rejection names an invalid event.
+    let rejections = o["status"]["recentRejections"].as_array().unwrap();
+    for r in rejections {
+        let id = r["eventId"].as_str().unwrap();
+        assert!(invalid.contains(id), "valid event {id} was rejected: {r}");
+    }
 }

@@ -11,8 +11,15 @@ use serde_json::{Value, json};
 
 const EVENTS: &str = "/v1/clients/c1/apps/a1/events?date_from=2026-01-01T00:00:00&date_to=2027-01-01T00:00:00&limit=1000";
 
-async fn post_conversion(fake: &FakeUpstreams, pixel: &str, body: &str) -> reqwest::Response {
+/// A client; the workspace builds reqwest with `rustls-no-provider` (the operator chooses its
+/// TLS provider), so one must be installed even for plain HTTP.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+async fn post_conversion(fake: &FakeUpstreams, pixel: &str, body: &str) -> reqwest::Response {
+    http()
         .post(format!("{}/measurement/conversions/{pixel}", fake.x_url()))
         .header(CONTENT_TYPE, "application/json")
         .body(body.to_string())
@@ -22,7 +29,7 @@ async fn post_conversion(fake: &FakeUpstreams, pixel: &str, body: &str) -> reqwe
 }
 
 async fn signals_get(fake: &FakeUpstreams, path: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    http()
         .get(format!("{}{path}", fake.signals_url()))
         .bearer_auth("t")
         .send()
@@ -31,7 +38,7 @@ async fn signals_get(fake: &FakeUpstreams, path: &str) -> reqwest::Response {
 }
 
 async fn admin_post(fake: &FakeUpstreams, path: &str, body: Value) {
-    let status = reqwest::Client::new()
+    let status = http()
         .post(format!("{}{path}", fake.admin_url()))
         .json(&body)
         .send()
@@ -281,7 +288,7 @@ async fn a_canned_answer_after_effect_lets_the_write_land() {
         }),
         ..FaultRule::default()
     });
-    let r = reqwest::Client::new()
+    let r = http()
         .post(format!(
             "{}/v1/clients/c1/apps/a1/ads/ad1/signal",
             fake.signals_url()
@@ -336,14 +343,14 @@ async fn signals_date_header_follows_the_clock_offset() {
     let r = signals_get(&fake, EVENTS).await;
     assert_near(parse_http_date(&r), jiff::Timestamp::now() - hour * 2);
     // Refusals are dated by the same clock.
-    let r = reqwest::Client::new()
+    let r = http()
         .get(format!("{}{EVENTS}", fake.signals_url()))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_near(parse_http_date(&r), jiff::Timestamp::now() - hour * 2);
-    let r = reqwest::Client::new()
+    let r = http()
         .post(format!("{}/token", fake.hub_url()))
         .json(&json!({"username": "nobody", "password": "x"}))
         .send()

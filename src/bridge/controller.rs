@@ -260,7 +260,7 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
     let dialog_secret = secret(&secrets, &signals.secret_ref.name).await?;
     let signals_client =
         ctx.dialog
-            .signals_client(&signals.client_id, &signals.app_id, &dialog_secret)?;
+            .budgeted_signals_client(&signals.client_id, &signals.app_id, &dialog_secret)?;
     let x_secret = secret(&secrets, &x.secret_ref.name).await?;
     let credentials =
         XCredentials::from_secret_data(&secret_data(&x_secret)).map_err(Failure::from)?;

@@ -217,15 +217,25 @@ impl Delivery {
     }
 }
 
+/// What a delivery reports while it goes on.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A request failed and will be retried.
+    Retrying { reason: Reason, message: &'a str },
+    /// X accepted these conversions (indices into the batch). Reported at once, so that a
+    /// delivery still retrying one conversion does not hide what went through.
+    Accepted(Range<usize>),
+}
+
 /// Send `batch` through `sink` until every conversion is accepted or refused, a
-/// configuration error stops it, or `cancel` fires. `on_retry` sees each failure that is
-/// retried, with its reason.
+/// configuration error stops it, or `cancel` fires. `on_progress` sees each retried failure
+/// and each accepted request.
 pub async fn deliver<S: Sink>(
     sink: &mut S,
     batch: &[Conversion],
     backoff: Backoff,
     cancel: &CancellationToken,
-    mut on_retry: impl FnMut(Reason, &str) + Send,
+    mut on_progress: impl FnMut(Progress<'_>) + Send,
 ) -> Delivery {
     let mut out = Delivery::new(batch.len());
     // Ranges still to send, with how often each failed transiently in a row.
@@ -253,7 +263,8 @@ pub async fn deliver<S: Sink>(
             Ok(()) => {
                 failures = 0;
                 out.requests_accepted += 1;
-                out.fates[range].fill(Fate::Forwarded);
+                out.fates[range.clone()].fill(Fate::Forwarded);
+                on_progress(Progress::Accepted(range));
             }
             Err(SendError::Invalid(_) | SendError::TooLarge(_)) if range.len() > 1 => {
                 failures = 0;
@@ -277,7 +288,10 @@ pub async fn deliver<S: Sink>(
             }) => {
                 out.requests_failed += 1;
                 failures = failures.saturating_add(1);
-                on_retry(reason, &message);
+                on_progress(Progress::Retrying {
+                    reason,
+                    message: &message,
+                });
                 let tries = tries + 1;
                 if tries >= SPLIT_AFTER_FAILURES && range.len() > 1 {
                     halve(&mut pending, range);
@@ -383,14 +397,7 @@ mod tests {
     }
 
     async fn run(x: &mut StrictX, batch: &[Conversion]) -> Delivery {
-        deliver(
-            x,
-            batch,
-            Backoff::BRIDGE,
-            &CancellationToken::new(),
-            |_, _| {},
-        )
-        .await
+        deliver(x, batch, Backoff::BRIDGE, &CancellationToken::new(), |_| {}).await
     }
 
     #[tokio::test]
@@ -469,7 +476,11 @@ mod tests {
             &conversions(10),
             Backoff::BRIDGE,
             &CancellationToken::new(),
-            |_, _| seen += 1,
+            |p| {
+                if let Progress::Retrying { .. } = p {
+                    seen += 1
+                }
+            },
         )
         .await;
         assert_eq!((d.forwarded(), d.requests_failed, seen), (10, 3, 3));
@@ -491,14 +502,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
             stop.cancel();
         });
-        let d = deliver(
-            &mut x,
-            &conversions(16),
-            Backoff::BRIDGE,
-            &cancel,
-            |_, _| {},
-        )
-        .await;
+        let d = deliver(&mut x, &conversions(16), Backoff::BRIDGE, &cancel, |_| {}).await;
         // Everything but the poisoned conversion went through; it is kept, never rejected.
         assert_eq!(d.forwarded(), 15);
         assert_eq!(d.rejected().count(), 0);
@@ -529,7 +533,7 @@ mod tests {
             &conversions(1),
             Backoff::BRIDGE,
             &CancellationToken::new(),
-            |_, _| {},
+            |_| {},
         )
         .await;
         assert_eq!(d.forwarded(), 1);
@@ -563,7 +567,7 @@ mod tests {
             &conversions(1),
             Backoff::BRIDGE,
             &CancellationToken::new(),
-            |_, _| {},
+            |_| {},
         )
         .await;
         assert_eq!(d.forwarded(), 1);
@@ -587,7 +591,7 @@ mod tests {
             &conversions(5),
             Backoff::BRIDGE,
             &CancellationToken::new(),
-            |_, _| {},
+            |_| {},
         )
         .await;
         assert_eq!(
@@ -608,7 +612,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             c.cancel();
         });
-        let d = deliver(&mut x, &conversions(3), Backoff::BRIDGE, &cancel, |_, _| {}).await;
+        let d = deliver(&mut x, &conversions(3), Backoff::BRIDGE, &cancel, |_| {}).await;
         assert!(d.cancelled);
         assert_eq!(d.forwarded(), 0);
     }

@@ -31,7 +31,7 @@ pub const POSTBACK_QUEUE: usize = 10_000;
 const REJECTION_EVENT_PERIOD: Duration = Duration::from_secs(60);
 /// A worker replaced by a new configuration first delivers what it holds, for at most this
 /// long; its successor starts only after it stopped, so nothing is sent twice or skipped.
-const HANDOVER_GRACE: Duration = Duration::from_secs(10);
+const HANDOVER_GRACE: Duration = Duration::from_secs(60);
 
 /// What the controller decided for a bridge.
 pub enum Desired {
@@ -332,11 +332,12 @@ impl Supervisor {
                 workers.push(w.cancel.clone());
             }
         }
+        // Workers being replaced are draining already; their successors wait for them.
         let (handles, writers): (Vec<_>, Vec<_>) = entries
             .into_iter()
-            .map(|e| (e.worker.map(|w| w.handle), e.writer))
+            .map(|e| ([e.worker.map(|w| w.handle), e.retiring], e.writer))
             .unzip();
-        let all = futures::future::join_all(handles.into_iter().flatten());
+        let all = futures::future::join_all(handles.into_iter().flatten().flatten());
         tokio::pin!(all);
         if tokio::time::timeout(grace, &mut all).await.is_err() {
             tracing::warn!("in-flight batches did not finish within the shutdown grace period");

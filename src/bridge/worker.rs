@@ -3,17 +3,19 @@
 //!
 //! The forwarder is a single loop, so ordering gives the guarantees: a marker that follows an
 //! event in the channel is applied only after the batch holding that event, and every batch
-//! before it, was delivered or refused by X. Up to `MAX_IN_FLIGHT` batches are sent at once
-//! and finish in order; when all slots are taken the loop waits, the bounded channels fill up
-//! and push back on the poller and on the postback receiver (503).
+//! before it, was delivered or refused by X. Up to `MAX_IN_FLIGHT` batches are sent at once;
+//! they may finish in any order (a batch stuck on one bad payload holds one slot, not the
+//! others), and the checkpoint follows the longest run of finished batches. When all slots are
+//! taken the loop waits, the bounded channels fill up and push back on the poller and on the
+//! postback receiver (503).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
+use futures::stream::FuturesUnordered;
 use jiff::{Timestamp, ToSpan};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -21,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::dedupe::{Offer, Origin, SeenSet};
-use super::delivery::{Delivery, Fate, SendError, Sink, deliver};
+use super::delivery::{Delivery, Fate, Progress, SendError, Sink, deliver};
 use super::mapping::{EventFilter, Mapped, map_event};
 use super::source::{self, Item, PollSpec};
 use super::state::{BridgeState, SideHealth};
@@ -152,7 +154,12 @@ impl<'a> Shipper<'a> {
                 _ => rest,
             };
             let part = self
-                .deliver(&mut sink, &conversions[start..start + n], &cancel)
+                .deliver(
+                    &mut sink,
+                    &batch[start..start + n],
+                    &conversions[start..start + n],
+                    &cancel,
+                )
                 .await;
             self.record(&part, &batch[start..start + n]);
             if !part.settled() {
@@ -165,34 +172,50 @@ impl<'a> Shipper<'a> {
         true
     }
 
-    /// One request's worth, with the retries reported in metrics, logs and status.
+    /// One request's worth, with the retries and what X accepted reported in metrics, logs
+    /// and status as they happen.
     async fn deliver(
         self,
         sink: &mut XSink<'_>,
+        sent: &[Pending],
         conversions: &[Conversion],
         cancel: &CancellationToken,
     ) -> Delivery {
         let (ns, name) = (&self.config.namespace, &self.config.name);
-        deliver(sink, conversions, self.config.backoff, cancel, |reason, message| {
-            self.metrics.bridge_batch(ns, name, "failed");
-            tracing::warn!(bridge = %name, namespace = %ns, error = %message, "sending conversions failed; retrying");
-            self.state.update(|s| {
-                s.destination = SideHealth::Retrying {
-                    reason,
-                    message: message.to_string(),
+        deliver(sink, conversions, self.config.backoff, cancel, |progress| match progress {
+            Progress::Retrying { reason, message } => {
+                self.metrics.bridge_batch(ns, name, "failed");
+                tracing::warn!(bridge = %name, namespace = %ns, error = %message, "sending conversions failed; retrying");
+                self.state.update(|s| {
+                    s.destination = SideHealth::Retrying {
+                        reason,
+                        message: message.to_string(),
+                    }
+                });
+            }
+            Progress::Accepted(range) => {
+                let n = range.len();
+                {
+                    let mut seen = lock(self.seen);
+                    sent[range].iter().for_each(|p| seen.settle(&p.id));
                 }
-            });
+                self.metrics.bridge_batch(ns, name, "sent");
+                self.metrics.bridge_events(ns, name, "forwarded", n as u64);
+                let now = Timestamp::now();
+                self.state.update(|s| {
+                    s.progress.forwarded += n as i64;
+                    s.progress.batches_sent += 1;
+                    s.progress.last_forward = Some(now);
+                });
+            }
         })
         .await
     }
 
-    /// Counters, rejections, the forwarded-id set and destination health after delivering
-    /// `sent`.
+    /// Rejections, what was left unsent, and destination health after delivering `sent` (what
+    /// X accepted was reported as it happened).
     fn record(self, d: &Delivery, sent: &[Pending]) {
         let (ns, name) = (&self.config.namespace, &self.config.name);
-        for _ in 0..d.requests_accepted {
-            self.metrics.bridge_batch(ns, name, "sent");
-        }
         for _ in 0..d.requests_rejected {
             self.metrics.bridge_batch(ns, name, "rejected");
         }
@@ -201,22 +224,16 @@ impl<'a> Shipper<'a> {
             for (pending, fate) in sent.iter().zip(&d.fates) {
                 match fate {
                     Fate::Unsent => seen.unsettle(&pending.id),
-                    Fate::Forwarded | Fate::Rejected(_) => seen.settle(&pending.id),
+                    Fate::Rejected(_) => seen.settle(&pending.id),
+                    Fate::Forwarded => {}
                 }
             }
         }
-        let forwarded = d.forwarded();
         let rejected = d.rejected().count();
-        let count = |outcome, n| self.metrics.bridge_events(ns, name, outcome, n);
-        count("forwarded", forwarded as u64);
-        count("rejected", rejected as u64);
+        self.metrics
+            .bridge_events(ns, name, "rejected", rejected as u64);
         let now = Timestamp::now();
         self.state.update(|s| {
-            s.progress.forwarded += forwarded as i64;
-            s.progress.batches_sent += d.requests_accepted as i64;
-            if forwarded > 0 {
-                s.progress.last_forward = Some(now);
-            }
             for (index, message) in d.rejected() {
                 s.progress.reject(&sent[index].id, message, now);
             }
@@ -243,10 +260,14 @@ struct Forwarder<'a> {
     batch: Vec<Pending>,
     /// When the partial batch must go out.
     deadline: Option<Instant>,
-    /// Deliveries under way, oldest first; each resolves to whether it settled.
-    in_flight: FuturesOrdered<BoxFuture<'a, bool>>,
+    /// Deliveries under way; each resolves to its batch number and whether it settled.
+    in_flight: FuturesUnordered<BoxFuture<'a, (u64, bool)>>,
     /// Batches handed to `in_flight` so far (1, 2, ...).
     shipped: u64,
+    /// Batches 1..=finished all settled.
+    finished: u64,
+    /// Settled batches after a gap (an earlier one still under way).
+    settled_ahead: BTreeSet<u64>,
     /// Markers waiting for batch number `.0`, and every batch before it, to settle.
     markers: VecDeque<(u64, Timestamp)>,
     /// A delivery did not settle: the checkpoint stays where it is from now on.
@@ -275,8 +296,10 @@ impl<'a> Forwarder<'a> {
             seen,
             batch: Vec::new(),
             deadline: None,
-            in_flight: FuturesOrdered::new(),
+            in_flight: FuturesUnordered::new(),
             shipped: 0,
+            finished: 0,
+            settled_ahead: BTreeSet::new(),
             markers: VecDeque::new(),
             failed: false,
             poll_first: false,
@@ -307,7 +330,9 @@ impl<'a> Forwarder<'a> {
                     self.drain(polled, postbacks, cancel).await;
                     return;
                 }
-                Some(settled) = self.in_flight.next(), if busy => self.settle(settled),
+                Some((batch, settled)) = self.in_flight.next(), if busy => {
+                    self.settle(batch, settled)
+                }
                 input = next_input(&mut polled, &mut postbacks, postbacks_open, poll_first) => {
                     match input {
                         Input::Polled(Some(item)) => self.polled(item),
@@ -402,16 +427,11 @@ impl<'a> Forwarder<'a> {
         }
     }
 
-    /// Batches settled so far (deliveries finish in order).
-    fn finished(&self) -> u64 {
-        self.shipped - self.in_flight.len() as u64
-    }
-
     /// A marker: the checkpoint may move once what was read before it is settled, that is
     /// the open batch (which will be the next one shipped) and every batch already shipped.
     fn mark(&mut self, at: Timestamp) {
         let after = self.shipped + u64::from(!self.batch.is_empty());
-        if after <= self.finished() {
+        if after <= self.finished {
             self.advance(at);
         } else if let Some(last) = self.markers.back_mut()
             && last.0 == after
@@ -529,28 +549,35 @@ impl<'a> Forwarder<'a> {
             metrics: self.metrics,
             seen: self.seen,
         };
-        self.in_flight
-            .push_back(Box::pin(shipper.ship(batch, cancel.clone())));
+        let number = self.shipped;
+        let cancel = cancel.clone();
+        self.in_flight.push(Box::pin(async move {
+            (number, shipper.ship(batch, cancel).await)
+        }));
         while self.in_flight.len() >= MAX_IN_FLIGHT {
-            let Some(settled) = self.in_flight.next().await else {
+            let Some((batch, settled)) = self.in_flight.next().await else {
                 break;
             };
-            if let Flow::Stop = self.settle(settled) {
+            if let Flow::Stop = self.settle(batch, settled) {
                 return Flow::Stop;
             }
         }
         Flow::Continue
     }
 
-    /// The oldest delivery finished. Markers move the checkpoint only while every delivery
-    /// before them settled; after one that did not, the next worker re-reads from there.
-    fn settle(&mut self, settled: bool) -> Flow {
+    /// A delivery finished. Markers move the checkpoint only while every delivery before them
+    /// settled; after one that did not, the next worker re-reads from there.
+    fn settle(&mut self, batch: u64, settled: bool) -> Flow {
         if !settled || self.failed {
             self.failed = true;
             return Flow::Stop;
         }
+        self.settled_ahead.insert(batch);
+        while self.settled_ahead.remove(&(self.finished + 1)) {
+            self.finished += 1;
+        }
         while let Some(&(batch, at)) = self.markers.front()
-            && batch <= self.finished()
+            && batch <= self.finished
         {
             self.markers.pop_front();
             self.advance(at);
@@ -559,8 +586,8 @@ impl<'a> Forwarder<'a> {
     }
 
     async fn settle_all(&mut self) {
-        while let Some(settled) = self.in_flight.next().await {
-            self.settle(settled);
+        while let Some((batch, settled)) = self.in_flight.next().await {
+            self.settle(batch, settled);
         }
     }
 }
@@ -596,5 +623,43 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// With both doors full, the forwarder takes from each in turn: a flood of postbacks
+    /// cannot starve the polled pages (and the other way round).
+    #[tokio::test]
+    async fn both_doors_are_served_in_turn() {
+        let (poll_tx, mut polled) = mpsc::channel(100);
+        let (post_tx, mut postbacks) = mpsc::channel(100);
+        for i in 0..50 {
+            poll_tx
+                .send(Item::Event(json!({"id": format!("p{i}")}), Origin::Poll))
+                .await
+                .unwrap();
+            post_tx.send(json!({"id": format!("b{i}")})).await.unwrap();
+        }
+        let mut poll_first = false;
+        let mut order = String::new();
+        for _ in 0..20 {
+            match next_input(&mut polled, &mut postbacks, true, poll_first).await {
+                Input::Polled(Some(_)) => order.push('P'),
+                Input::Postback(Some(_)) => order.push('B'),
+                _ => panic!("both doors are open"),
+            }
+            poll_first = !poll_first;
+        }
+        assert_eq!(order, "BP".repeat(10));
+        // An empty door does not block the other.
+        let (_idle, mut empty) = mpsc::channel::<Value>(1);
+        assert!(matches!(
+            next_input(&mut polled, &mut empty, true, false).await,
+            Input::Polled(Some(_))
+        ));
     }
 }

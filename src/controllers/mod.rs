@@ -27,7 +27,8 @@ pub struct DialogUpstream {
     pub tokens: Arc<HubTokenProvider>,
     pub hub_url: String,
     pub signals_url: String,
-    /// One Signals request budget per 360dialog Secret, for every kind and bridge.
+    /// One Signals request budget per 360dialog Secret (bridges use it; the managed kinds
+    /// will share it too).
     pub signals_budgets: Arc<RequestBudgets>,
 }
 
@@ -56,17 +57,31 @@ impl DialogUpstream {
         app_id: &str,
         secret: &Secret,
     ) -> Result<SignalsClient, Failure> {
-        let auth = Self::auth(secret)?;
-        let budget = self.signals_budgets.get(&auth.id);
         Ok(SignalsClient::new(
             self.transport.clone(),
             &self.signals_url,
             client_id.to_string(),
             app_id.to_string(),
             self.tokens.clone(),
-            auth,
-        )?
-        .with_budget(budget))
+            Self::auth(secret)?,
+        )?)
+    }
+
+    /// A Signals client for one app that waits for the request budget of `secret`, shared
+    /// with every other client of that Secret (SPEC 7.1).
+    pub fn budgeted_signals_client(
+        &self,
+        client_id: &str,
+        app_id: &str,
+        secret: &Secret,
+    ) -> Result<SignalsClient, Failure> {
+        let client = self.signals_client(client_id, app_id, secret)?;
+        let credential = format!(
+            "{}/{}",
+            secret.namespace().unwrap_or_default(),
+            secret.name_any()
+        );
+        Ok(client.with_budget(self.signals_budgets.get(&credential)))
     }
 }
 
