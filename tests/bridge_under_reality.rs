@@ -682,3 +682,74 @@ async fn bridges_sharing_a_secret_share_its_signals_budget() {
         "{peak} Signals requests in flight on one credential"
     );
 }
+
+/// X accepted the conversions but its answer has no `data` envelope (a proxy's page): any 2xx
+/// is a delivery, so nothing is sent again.
+#[tokio::test]
+async fn any_2xx_from_x_is_a_delivery() {
+    let env = env("bridge-odd-2xx").await;
+    let tag = env.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    let start = now_s() - 5.minutes();
+    env.seed(&events_of("a1", "o", 30, start));
+    env.fake.set_fault(FaultRule {
+        operation: Some("x.send_conversions".into()),
+        respond: Some(Canned {
+            status: 200,
+            body: "<html><body>OK</body></html>".into(),
+            ..Default::default()
+        }),
+        after_effect: true,
+        remaining: Some(1),
+        ..Default::default()
+    });
+    env.create::<ConversionBridge>(bridge_on("b", "a1", start, &tag))
+        .await;
+    let o = env
+        .wait_for_long::<ConversionBridge>("b", |o| status_i64(o, "eventsForwarded") == 30)
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(env.fake.conversion_count(), 30, "nothing was sent twice");
+    assert_eq!(
+        condition(&o, "DestinationHealthy"),
+        Some(("True".into(), "Available".into()))
+    );
+}
+
+/// The forwarded-id set of a bridge is capped by `--bridge-max-seen-ids`; the oldest ids go
+/// first and are counted in a metric. Nothing is lost: an evicted id read again is sent again
+/// with the same `conversion_id`, which X de-duplicates.
+#[tokio::test]
+async fn the_forwarded_id_set_is_capped() {
+    let mut env = env_without_operator("bridge-seen-cap").await;
+    let tag = env.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    let mut config = env.operator_config(Duration::from_secs(600));
+    config.bridge_max_seen_ids = 100;
+    env.start_operator_with(env.client.clone(), config);
+    let start = now_s() - 10.minutes();
+    env.seed(&events_of("a1", "m", 300, start));
+    env.create::<ConversionBridge>(bridge(
+        "b",
+        start,
+        json!({"source": {"signals": {"lookback": "15m"}},
+               "destination": {"x": {"eventId": tag}}}),
+    ))
+    .await;
+    env.wait_for_long::<ConversionBridge>("b", |o| status_i64(o, "eventsForwarded") >= 300)
+        .await;
+    let text = reqwest::get(format!("http://{}/metrics", env.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let evicted: f64 = text
+        .lines()
+        .find(|l| {
+            l.starts_with("ctwa_bridge_seen_ids_evicted_total{") && l.contains("bridge=\"b\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no eviction counted:\n{text}"));
+    assert!(evicted >= 200.0, "{evicted} evicted");
+    assert_eq!(env.fake.distinct_conversion_count(), 300);
+}

@@ -152,8 +152,9 @@ impl SeenSet {
     }
 
     /// Over the cap: evict the oldest settled ids, a hundredth of the cap at once so that the
-    /// cost is shared by many inserts.
-    fn make_room(&mut self) -> usize {
+    /// cost is shared by many inserts. Ids still in flight are never evicted, so the set may
+    /// stay over the cap until they settle; returns how many went.
+    pub fn make_room(&mut self) -> usize {
         if self.entries.len() <= self.max {
             return 0;
         }

@@ -466,13 +466,7 @@ impl<'a> Forwarder<'a> {
             }
         };
         let (offer, evicted) = lock(self.seen).offer(&id, at, origin);
-        if evicted > 0 {
-            self.metrics.bridge_seen_ids_evicted(
-                &self.config.namespace,
-                &self.config.name,
-                evicted as u64,
-            );
-        }
+        self.count_evicted(evicted);
         match offer {
             Offer::Reread => return Flow::Continue,
             Offer::Duplicate => {
@@ -530,11 +524,27 @@ impl<'a> Forwarder<'a> {
         self.evict();
     }
 
-    /// Forget forwarded ids behind the lookback window: no poll reads them again.
+    /// Forget forwarded ids behind the lookback window (no poll reads them again), and the
+    /// oldest ones while the set is over its cap.
     fn evict(&mut self) {
         let lookback = i64::try_from(self.config.poll.lookback.as_secs()).unwrap_or(i64::MAX);
-        if let Ok(cutoff) = self.state.checkpoint().checked_sub(lookback.seconds()) {
-            lock(self.seen).evict_before(cutoff);
+        let evicted = {
+            let mut seen = lock(self.seen);
+            if let Ok(cutoff) = self.state.checkpoint().checked_sub(lookback.seconds()) {
+                seen.evict_before(cutoff);
+            }
+            seen.make_room()
+        };
+        self.count_evicted(evicted);
+    }
+
+    fn count_evicted(&self, evicted: usize) {
+        if evicted > 0 {
+            self.metrics.bridge_seen_ids_evicted(
+                &self.config.namespace,
+                &self.config.name,
+                evicted as u64,
+            );
         }
     }
 
