@@ -625,7 +625,9 @@ async fn side_by_side() {
     // count this run's conversions separately).
     b.fake.clear_requests();
     let before = b.fake.conversion_count();
-    let mut op = b.operator(&[]);
+    // As in the throughput run: the fake takes any rate, and the default Signals budget (10
+    // requests per second) would measure the budget rather than the bridge.
+    let mut op = b.operator(&["--signals-requests-per-second=1000"]);
     let started = Instant::now();
     b.create(bridge(
         "side",

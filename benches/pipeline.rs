@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
         app_id: "app".into(),
         types: HashSet::from([SignalsEventType::Converted]),
         ad_ids: HashSet::new(),
-        time_zone: jiff::tz::TimeZone::UTC,
+        time_zone: None,
     };
     let one = events(1).remove(0);
     let mut group = c.benchmark_group("map_event");

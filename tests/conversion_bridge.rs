@@ -5,31 +5,13 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::events::{bridge, expected_conversion, received_counts, spread};
+use common::events::{
+    bridge, checkpoint, expected_conversion, now_s, patch_spec, received_counts, spread, status_i64,
+};
 use common::{Env, condition, env};
 use ctwa_operator::api::ConversionBridge;
 use jiff::{Timestamp, ToSpan};
 use serde_json::{Value, json};
-
-/// Now, to the second (the resolution of metav1.Time).
-fn now_s() -> Timestamp {
-    Timestamp::from_second(Timestamp::now().as_second()).unwrap()
-}
-
-fn status_i64(o: &Value, field: &str) -> i64 {
-    o["status"][field].as_i64().unwrap_or(-1)
-}
-
-async fn patch_spec(env: &Env, name: &str, spec: Value) {
-    env.api::<ConversionBridge>()
-        .patch(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({ "spec": spec })),
-        )
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn ten_thousand_mixed_events_become_exactly_the_configured_conversions() {
@@ -173,10 +155,6 @@ async fn ten_thousand_mixed_events_become_exactly_the_configured_conversions() {
     // Later polls re-read the lookback window without sending anything again.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(env.fake.conversion_count(), wanted.len());
-}
-
-fn checkpoint(o: &Value) -> Option<Timestamp> {
-    o["status"]["checkpoint"].as_str()?.parse().ok()
 }
 
 async fn set_x_secret(env: &Env, consumer_secret: &str) {

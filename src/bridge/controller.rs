@@ -300,15 +300,15 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
         event_id: event_id.clone(),
         filter: EventFilter {
             app_id: signals.app_id.clone(),
-            time_zone: jiff::tz::TimeZone::get(&signals.time_zone).map_err(|_| {
-                Failure::terminal(
-                    Reason::UpstreamRejected,
-                    format!(
-                        "timeZone: {:?} is not an IANA time zone name",
-                        signals.time_zone
-                    ),
-                )
-            })?,
+            time_zone: match signals.time_zone.as_str() {
+                "UTC" => None,
+                name => Some(jiff::tz::TimeZone::get(name).map_err(|_| {
+                    Failure::terminal(
+                        Reason::UpstreamRejected,
+                        format!("timeZone: {name:?} is not an IANA time zone name"),
+                    )
+                })?),
+            },
             types: signals
                 .event_types
                 .iter()

@@ -21,21 +21,23 @@ pub struct EventFilter {
     pub types: HashSet<SignalsEventType>,
     /// Empty: every ad.
     pub ad_ids: HashSet<String>,
-    /// Dates without an offset are civil times in this zone (`source.signals.timeZone`).
-    pub time_zone: jiff::tz::TimeZone,
+    /// Dates without an offset are civil times in this zone (`source.signals.timeZone`);
+    /// None is UTC, the common case, which needs no zone lookup per event.
+    pub time_zone: Option<jiff::tz::TimeZone>,
 }
 
 impl EventFilter {
-    /// Whether the event is this bridge's business at all; decided before anything is
-    /// validated, so that other apps', types' and ads' events are never counted as rejected.
-    fn takes(&self, event: &Value) -> bool {
-        let app_ok = text(event, "app_id").is_none_or(|app| app == self.app_id);
-        let ad_ok = self.ad_ids.is_empty()
-            || text(event, "ad_id").is_some_and(|ad| self.ad_ids.contains(&ad));
-        let type_ok = str_field(event, "type")
-            .and_then(event_type)
-            .is_some_and(|kind| self.types.contains(&kind));
-        app_ok && ad_ok && type_ok
+    /// The event's type when the event is this bridge's business at all; decided before
+    /// anything is validated, so that other apps', types' and ads' events are never counted as
+    /// rejected.
+    fn takes<'a>(&self, event: &'a Value) -> Option<&'a str> {
+        let type_name = str_field(event, "type")?;
+        let kind = event_type(type_name)?;
+        let taken = self.types.contains(&kind)
+            && is_text(event, "app_id", &self.app_id).unwrap_or(true)
+            && (self.ad_ids.is_empty()
+                || text(event, "ad_id").is_some_and(|ad| self.ad_ids.contains(&ad)));
+        taken.then_some(type_name)
     }
 }
 
@@ -70,6 +72,15 @@ fn text(event: &Value, field: &str) -> Option<String> {
     }
 }
 
+/// Whether a scalar field equals `want`, without allocating for strings; None when absent.
+fn is_text(event: &Value, field: &str, want: &str) -> Option<bool> {
+    match event.get(field)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim() == want),
+        Value::Number(n) => Some(n.to_string() == want),
+        _ => None,
+    }
+}
+
 /// A string field, trimmed and borrowed (for fields that are only ever strings).
 fn str_field<'a>(event: &'a Value, field: &str) -> Option<&'a str> {
     event
@@ -90,12 +101,12 @@ pub fn event_date(event: &Value) -> Option<Timestamp> {
     event
         .get("date")?
         .as_str()
-        .and_then(|d| parse_event_date(d, &jiff::tz::TimeZone::UTC))
+        .and_then(|d| parse_event_date(d, None))
 }
 
-/// RFC 3339 with an offset, or a civil date-time in `zone` (the events list sends
-/// `YYYY-MM-DDTHH:MM:SS`).
-pub fn parse_event_date(text: &str, zone: &jiff::tz::TimeZone) -> Option<Timestamp> {
+/// RFC 3339 with an offset, or a civil date-time in `zone` (UTC when None; the events list
+/// sends `YYYY-MM-DDTHH:MM:SS`).
+pub fn parse_event_date(text: &str, zone: Option<&jiff::tz::TimeZone>) -> Option<Timestamp> {
     let text = text.trim();
     // The events list sends civil times; parse as an instant only when there is an offset.
     let time = text
@@ -105,10 +116,10 @@ pub fn parse_event_date(text: &str, zone: &jiff::tz::TimeZone) -> Option<Timesta
         return text.parse::<Timestamp>().ok();
     }
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    if *zone == jiff::tz::TimeZone::UTC {
-        return jiff::tz::Offset::UTC.to_timestamp(civil).ok();
+    match zone {
+        None => jiff::tz::Offset::UTC.to_timestamp(civil).ok(),
+        Some(zone) => zone.to_ambiguous_timestamp(civil).compatible().ok(),
     }
-    zone.to_ambiguous_timestamp(civil).compatible().ok()
 }
 
 /// X's `conversion_time` format: `yyyy-MM-ddTHH:mm:ss.SSSZ`, always UTC.
@@ -136,14 +147,14 @@ fn event_type(name: &str) -> Option<SignalsEventType> {
 
 /// Map one event for the X event tag `event_id`.
 pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mapped {
-    if !filter.takes(event) {
+    let Some(type_name) = filter.takes(event) else {
         return Mapped::Skip;
-    }
+    };
     let date = || {
         event
             .get("date")?
             .as_str()
-            .and_then(|d| parse_event_date(d, &filter.time_zone))
+            .and_then(|d| parse_event_date(d, filter.time_zone.as_ref()))
     };
     let Some(id) = event_id(event) else {
         return Mapped::Reject {
@@ -157,7 +168,6 @@ pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mappe
         at: date(),
         reason,
     };
-    let type_name = str_field(event, "type").unwrap_or_default();
     let Some(at) = date() else {
         return reject("date is missing or not a valid date-time".into());
     };
@@ -206,7 +216,7 @@ mod tests {
             app_id: "app".into(),
             types: types.iter().copied().collect(),
             ad_ids: ads.iter().map(|a| a.to_string()).collect(),
-            time_zone: jiff::tz::TimeZone::UTC,
+            time_zone: None,
         }
     }
 
@@ -302,8 +312,7 @@ mod tests {
             ("2026-12-31T23:59:59.999-01:00", "2027-01-01T00:59:59.999Z"),
         ];
         for (input, want) in cases {
-            let at = parse_event_date(input, &jiff::tz::TimeZone::UTC)
-                .unwrap_or_else(|| panic!("{input} must parse"));
+            let at = parse_event_date(input, None).unwrap_or_else(|| panic!("{input} must parse"));
             assert_eq!(format_conversion_time(at), want, "{input}");
         }
     }
@@ -416,7 +425,7 @@ mod tests {
     #[test]
     fn civil_dates_are_read_in_the_bridge_time_zone() {
         let mut f = converted_only();
-        f.time_zone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        f.time_zone = Some(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
         let (_, at, c) = convert(map_event(&event(), &f, "o87ne"));
         assert_eq!(at, "2026-11-02T09:15:30Z".parse::<Timestamp>().unwrap());
         assert_eq!(c.conversion_time, "2026-11-02T09:15:30.000Z");

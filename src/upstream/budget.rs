@@ -27,6 +27,8 @@ struct State {
     blocked_until: Option<Instant>,
     /// What the upstream last reported: units left until its window resets.
     upstream: Option<(u64, Instant)>,
+    /// The reset that report named, to tell its window from the next one.
+    upstream_reset: Option<SystemTime>,
     /// Units spent on requests the upstream has not answered yet.
     in_flight: u64,
 }
@@ -76,6 +78,7 @@ impl RateBudget {
                 last_refill: Instant::now(),
                 blocked_until: None,
                 upstream: None,
+                upstream_reset: None,
                 in_flight: 0,
             }),
             queue: tokio::sync::Mutex::new(()),
@@ -164,9 +167,18 @@ impl RateBudget {
         if wait.is_zero() {
             return;
         }
-        let until = Instant::now() + wait.min(MAX_UPSTREAM_WAIT) + RESET_MARGIN;
+        let now = Instant::now();
+        let until = now + wait.min(MAX_UPSTREAM_WAIT) + RESET_MARGIN;
         let mut s = self.lock();
-        s.upstream = Some((remaining.saturating_sub(s.in_flight), until));
+        let fresh = remaining.saturating_sub(s.in_flight);
+        // Answers to concurrent requests arrive in any order: within one window, an answer
+        // counted before another must not give back room the other already took.
+        let room = match (s.upstream_room(now), s.upstream_reset) {
+            (Some((room, _)), Some(previous)) if previous == reset => room.min(fresh),
+            _ => fresh,
+        };
+        s.upstream = Some((room, until));
+        s.upstream_reset = Some(reset);
     }
 
     /// Units the upstream still grants in its current window, when it said so.
@@ -289,6 +301,19 @@ impl RequestBudgets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_answer_does_not_give_room_back() {
+        let b = RateBudget::new(60_000, WINDOW);
+        let reset = SystemTime::now() + Duration::from_secs(600);
+        // Two requests of 500 answered out of order: the later-counted answer arrives first.
+        b.observe_rate_limit(Some(1_000), Some(reset));
+        b.observe_rate_limit(Some(1_500), Some(reset));
+        assert_eq!(b.upstream_room(), Some(1_000));
+        // The next window starts afresh.
+        b.observe_rate_limit(Some(60_000), Some(reset + Duration::from_secs(900)));
+        assert_eq!(b.upstream_room(), Some(60_000));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_credential_gets_its_rate_and_four_requests_in_flight() {

@@ -148,3 +148,30 @@ pub fn checkpoint_past(t: Timestamp) -> impl Fn(&Value) -> bool {
             .is_some_and(|c| c > t)
     }
 }
+
+/// Now, to the second (the resolution of metav1.Time).
+pub fn now_s() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap()
+}
+
+/// An integer field of a bridge's status, -1 when absent.
+pub fn status_i64(o: &Value, field: &str) -> i64 {
+    o["status"][field].as_i64().unwrap_or(-1)
+}
+
+/// A bridge's `status.checkpoint`.
+pub fn checkpoint(o: &Value) -> Option<Timestamp> {
+    o["status"]["checkpoint"].as_str()?.parse().ok()
+}
+
+/// Merge-patches a bridge's spec.
+pub async fn patch_spec(env: &super::Env, name: &str, spec: Value) {
+    env.api::<ctwa_operator::api::ConversionBridge>()
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+}
