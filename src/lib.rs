@@ -4,11 +4,10 @@
 pub mod api;
 pub mod apidocs;
 pub mod bridge;
-pub mod controllers;
 pub mod crdgen;
+pub mod managed;
 pub mod metrics;
 pub mod operator;
-pub mod reconcile;
 pub mod runtime;
 pub mod server;
 pub mod upstream;

@@ -100,7 +100,7 @@ struct RunArgs {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    ctwa_operator::reconcile::managed::parse_duration(text)
+    ctwa_operator::runtime::duration::parse_duration(text)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -367,7 +367,7 @@ async fn a_tag_with_an_id_keeps_the_bridge_forwarding_through_its_own_errors() {
     );
     let tag: XWebEventTag = env.api().get("purchase").await.unwrap();
     let ready =
-        ctwa_operator::reconcile::conditions::find(&tag.status.unwrap().common.conditions, "Ready")
+        ctwa_operator::runtime::conditions::find(&tag.status.unwrap().common.conditions, "Ready")
             .cloned()
             .unwrap();
     assert_eq!(ready.status, "False", "the tag was still failing meanwhile");

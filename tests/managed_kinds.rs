@@ -223,7 +223,7 @@ async fn postback_follows_its_keyword() {
     );
     assert_eq!(
         o["status"]["urlSha256"],
-        ctwa_operator::bridge::identity::sha256_hex(url)
+        ctwa_operator::runtime::digest::sha256_hex(url)
     );
     assert!(
         !o["status"].to_string().contains("s3cr3t"),

@@ -200,6 +200,11 @@ pub struct Batching {
     pub flush_interval: String,
 }
 
+/// The name of the postback token Secret of the bridge named `bridge` (SPEC 4).
+pub fn postback_token_secret(bridge: &str) -> String {
+    format!("{bridge}-postback-token")
+}
+
 impl ConversionBridge {
     /// Nothing dated before this is forwarded: `startTime`, else the bridge's creation.
     pub fn start_time(&self) -> jiff::Timestamp {

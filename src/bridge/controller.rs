@@ -24,15 +24,15 @@ use super::source::PollSpec;
 use super::state::Phase;
 use super::supervisor::{Desired, Supervisor};
 use super::worker::WorkerConfig;
-use crate::api::{ConversionBridge, SignalsEventType, XWebEventTag};
-use crate::controllers::{DialogUpstream, XUpstream, secret_data};
+use crate::api::{ConversionBridge, SignalsEventType, XWebEventTag, postback_token_secret};
+use crate::managed::kinds::{DialogUpstream, XUpstream, secret_data};
 use crate::metrics::Metrics;
-use crate::reconcile::conditions::{READY, Reason, find};
-use crate::reconcile::controller::Scope;
-use crate::reconcile::failure::Failure;
-use crate::reconcile::managed::parse_duration;
-use crate::reconcile::reconciler::KubeError;
 use crate::runtime::backoff::Backoff;
+use crate::runtime::conditions::{READY, Reason, find};
+use crate::runtime::duration::parse_duration;
+use crate::runtime::failure::Failure;
+use crate::runtime::scope::KubeError;
+use crate::runtime::scope::Scope;
 use crate::upstream::budget::BudgetRegistry;
 use crate::upstream::secret::{SecretString, XCredentials};
 use crate::upstream::x_ads::XAdsClient;
@@ -41,11 +41,6 @@ use crate::upstream::x_ads::XAdsClient;
 const RECHECK: Duration = Duration::from_secs(300);
 /// X's per-account budget window.
 const BUDGET_WINDOW: Duration = Duration::from_secs(15 * 60);
-
-/// The name of a bridge's postback token Secret.
-pub fn token_secret_name(bridge: &str) -> String {
-    format!("{bridge}-postback-token")
-}
 
 /// What the bridge controller works with.
 pub struct BridgeContext {
@@ -137,7 +132,7 @@ pub async fn run(ctx: Arc<BridgeContext>, scope: Scope) {
 fn uses_secret(bridge: &ConversionBridge, name: &str) -> bool {
     bridge.spec.source.signals.secret_ref.name == name
         || bridge.spec.destination.x.secret_ref.name == name
-        || token_secret_name(&bridge.name_any()) == name
+        || postback_token_secret(&bridge.name_any()) == name
 }
 
 async fn reconcile(
@@ -375,7 +370,7 @@ async fn ensure_token(
     bridge: &ConversionBridge,
     kube: &kube::Client,
 ) -> Result<SecretString, Failure> {
-    let name = token_secret_name(&bridge.name_any());
+    let name = postback_token_secret(&bridge.name_any());
     read_or_create_token(bridge, kube)
         .await
         .map_err(|e| match e {
@@ -407,7 +402,7 @@ async fn read_or_create_token(
     kube: &kube::Client,
 ) -> Result<SecretString, TokenError> {
     let namespace = bridge.namespace().unwrap_or_default();
-    let name = token_secret_name(&bridge.name_any());
+    let name = postback_token_secret(&bridge.name_any());
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &namespace);
     for _ in 0..2 {
         if let Some(secret) = secrets.get_opt(&name).await? {

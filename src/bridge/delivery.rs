@@ -13,8 +13,8 @@ use std::ops::Range;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::reconcile::conditions::Reason;
 use crate::runtime::backoff::Backoff;
+use crate::runtime::conditions::Reason;
 use crate::upstream::error::{ErrorClass, ErrorDetail, UpstreamError};
 use crate::upstream::x_ads::Conversion;
 

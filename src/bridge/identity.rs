@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
+use crate::runtime::digest::sha256_hex;
 
 /// Why an identifier cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,17 +77,6 @@ fn has_country_code(digits: &str) -> bool {
                 .and_then(|p| p.parse::<u16>().ok())
                 .is_some_and(|code| COUNTRY_CODES.contains(&code))
         })
-}
-
-/// Lowercase hex SHA-256 of the UTF-8 string.
-pub fn sha256_hex(value: &str) -> String {
-    // Into a buffer: `hex::encode` goes through a char iterator, which is slower on the
-    // bridge's hot path.
-    let mut text = [0u8; 64];
-    if hex::encode_to_slice(Sha256::digest(value.as_bytes()), &mut text).is_err() {
-        unreachable!("a SHA-256 digest is 32 bytes");
-    }
-    text.iter().copied().map(char::from).collect()
 }
 
 /// True when `value` already is a SHA-256 hash: 64 hex characters, in either case (some

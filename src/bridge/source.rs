@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::dedupe::Origin;
 use super::mapping::event_date;
 use super::state::{BridgeState, SideHealth};
-use crate::reconcile::failure::Failure;
 use crate::runtime::backoff::Backoff;
+use crate::runtime::failure::Failure;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::signals::{EVENTS_MAX_LIMIT, EventQuery, Page, SignalsClient};
 

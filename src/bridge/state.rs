@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::Notify;
 
 use crate::api::{ConversionBridgeStatus, Rejection};
-use crate::reconcile::conditions::{Health, Reason, apply_health, set_condition_status};
+use crate::runtime::conditions::{Health, Reason, apply_health, set_condition_status};
 
 pub const SOURCE_HEALTHY: &str = "SourceHealthy";
 pub const DESTINATION_HEALTHY: &str = "DestinationHealthy";
@@ -259,7 +259,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::conditions::find;
+    use crate::runtime::conditions::find;
 
     fn snapshot(phase: Phase, source: SideHealth, destination: SideHealth) -> Snapshot {
         Snapshot {

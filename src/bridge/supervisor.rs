@@ -22,7 +22,7 @@ use super::state::{BridgeState, Phase, Progress, SideHealth, Snapshot};
 use super::worker::{self, SharedSeen, WorkerConfig};
 use crate::api::{ConversionBridge, ConversionBridgeStatus};
 use crate::metrics::Metrics;
-use crate::reconcile::conditions::{READY, find};
+use crate::runtime::conditions::{READY, find};
 use crate::upstream::secret::SecretString;
 
 /// Events a postback queue holds before the receiver answers 503.

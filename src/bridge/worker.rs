@@ -458,7 +458,10 @@ impl<'a> Forwarder<'a> {
                 // Undated and id-less events are keyed by content so a re-read is recognised.
                 let key = match id.as_str() {
                     super::mapping::MISSING_ID => {
-                        format!("raw:{}", super::identity::sha256_hex(&event.to_string()))
+                        format!(
+                            "raw:{}",
+                            crate::runtime::digest::sha256_hex(&event.to_string())
+                        )
                     }
                     _ => id.clone(),
                 };

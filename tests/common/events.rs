@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use ctwa_operator::bridge::identity::sha256_hex;
+use ctwa_operator::runtime::digest::sha256_hex;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 

@@ -8,12 +8,12 @@ use kube::api::Api;
 use serde_json::{Map, json};
 
 use super::DialogUpstream;
+use crate::api::postback_token_secret;
 use crate::api::{ConversionBridge, PostbackEvent, SignalsKeyword, SignalsPostback};
-use crate::bridge::controller::token_secret_name;
-use crate::bridge::identity::sha256_hex;
-use crate::reconcile::conditions::{Reason, is_ready};
-use crate::reconcile::external::{ExternalResource, Observation};
-use crate::reconcile::failure::Failure;
+use crate::managed::external::{ExternalResource, Observation};
+use crate::runtime::conditions::{Reason, is_ready};
+use crate::runtime::digest::sha256_hex;
+use crate::runtime::failure::Failure;
 use crate::upstream::secret::SecretString;
 use crate::upstream::signals::{PostbackTarget, SignalsClient};
 
@@ -194,7 +194,7 @@ impl SignalsPostbackAdapter {
         }
         let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), &namespace);
         let token = secrets
-            .get_opt(&token_secret_name(bridge))
+            .get_opt(&postback_token_secret(bridge))
             .await
             .map_err(kube_error)?
             .and_then(|s| super::secret_data(&s).remove("token"))

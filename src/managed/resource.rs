@@ -58,7 +58,7 @@ pub trait ManagedExt: Managed {
     fn resync_interval(&self, global: Duration) -> Result<Duration, String> {
         match annotation(self, RESYNC_INTERVAL_ANNOTATION) {
             None => Ok(Self::default_resync(global)),
-            Some(text) => parse_duration(text),
+            Some(text) => crate::runtime::duration::parse_duration(text),
         }
     }
 }
@@ -71,21 +71,6 @@ fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
         .as_ref()
         .and_then(|a| a.get(key))
         .map(String::as_str)
-}
-
-/// Parses a Go-style duration (`90s`, `10m`, `1h30m`) into a positive std duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let parsed: kube::core::Duration = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 90s, 10m or 1h: {e}"))?;
-    if parsed.is_negative() {
-        return Err(format!("{text:?} is negative"));
-    }
-    let d: Duration = parsed.into();
-    if d.is_zero() {
-        return Err(format!("{text:?} is zero"));
-    }
-    Ok(d)
 }
 
 impl Managed for CtwaTracking {
@@ -140,21 +125,12 @@ fn postback_uses_secret(postback: &SignalsPostback, name: &str) -> bool {
             .spec
             .bridge_ref
             .as_ref()
-            .is_some_and(|b| crate::bridge::controller::token_secret_name(&b.name) == name)
+            .is_some_and(|b| crate::api::postback_token_secret(&b.name) == name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_like_kubernetes() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("-5s").is_err());
-    }
 
     #[test]
     fn resync_annotation_overrides_the_default() {

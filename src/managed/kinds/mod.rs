@@ -1,5 +1,5 @@
 //! One adapter per managed kind: how its upstream object is found, created, updated and
-//! deleted. The flow around them is the generic reconciler's (`crate::reconcile`).
+//! deleted. The flow around them is the generic reconciler's (`crate::managed`).
 
 pub mod ctwa_tracking;
 pub mod signals_keyword;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
-use crate::reconcile::failure::Failure;
+use crate::runtime::failure::Failure;
 use crate::upstream::budget::RequestBudgets;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::http::Transport;

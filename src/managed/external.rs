@@ -7,8 +7,8 @@ use std::future::Future;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Map, Value};
 
-use super::failure::Failure;
-use super::managed::Managed;
+use super::resource::Managed;
+use crate::runtime::failure::Failure;
 
 /// What the adapter found upstream.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -12,14 +12,15 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::conditions::{self, Health, Reason, apply_health};
 use super::controller::trigger_hash;
 use super::external::{ExternalResource, Observation};
-use super::failure::Failure;
-use super::managed::{Managed, ManagedExt};
+use super::resource::{Managed, ManagedExt};
 use crate::api::{DeletionPolicy, EXTERNAL_ID_ANNOTATION, FINALIZER, ManagementPolicy};
 use crate::metrics::Metrics;
 use crate::runtime::backoff::KeyedBackoff;
+use crate::runtime::conditions::{self, Health, Reason, apply_health};
+use crate::runtime::failure::Failure;
+use crate::runtime::scope::KubeError;
 
 /// What every reconcile of one kind shares.
 pub struct Context<A> {
@@ -57,12 +58,6 @@ impl<A> Context<A> {
         }
     }
 }
-
-/// Errors that only the Kubernetes API causes (status or metadata writes); upstream failures
-/// are reported in conditions instead.
-#[derive(Debug, thiserror::Error)]
-#[error("kubernetes API: {0}")]
-pub struct KubeError(#[from] pub kube::Error);
 
 fn key<K: Resource>(obj: &K) -> String {
     format!(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::reconcile::conditions::{Health, Reason};
+use crate::runtime::conditions::{Health, Reason};
 use crate::upstream::error::{ErrorClass, UpstreamError};
 use crate::upstream::secret::CredentialsError;
 

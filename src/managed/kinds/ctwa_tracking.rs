@@ -8,8 +8,8 @@ use serde_json::{Map, json};
 
 use super::DialogUpstream;
 use crate::api::CtwaTracking;
-use crate::reconcile::external::{ExternalResource, Observation};
-use crate::reconcile::failure::Failure;
+use crate::managed::external::{ExternalResource, Observation};
+use crate::runtime::failure::Failure;
 use crate::upstream::hub::HubClient;
 
 pub struct CtwaTrackingAdapter(pub DialogUpstream);

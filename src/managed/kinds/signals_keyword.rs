@@ -5,9 +5,9 @@ use serde_json::{Map, Value, json};
 
 use super::DialogUpstream;
 use crate::api::SignalsKeyword;
-use crate::reconcile::external::{ExternalResource, Observation};
-use crate::reconcile::failure::Failure;
-use crate::reconcile::managed::ManagedExt;
+use crate::managed::external::{ExternalResource, Observation};
+use crate::managed::resource::ManagedExt;
+use crate::runtime::failure::Failure;
 use crate::upstream::signals::{Keyword, KeywordFilter, KeywordStatus, SignalsClient};
 
 const MAX_PREVIOUS_IDS: usize = 10;
@@ -103,7 +103,7 @@ impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
             (Some(ad), false) => client.create_keyword(ad, &obj.spec.keyword).await?,
             (None, false) => {
                 return Err(Failure::terminal(
-                    crate::reconcile::conditions::Reason::UpstreamRejected,
+                    crate::runtime::conditions::Reason::UpstreamRejected,
                     "a keyword needs adId, or shared: true",
                 ));
             }

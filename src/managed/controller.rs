@@ -3,24 +3,21 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use tokio_util::sync::CancellationToken;
 
 use super::external::ExternalResource;
-use super::managed::Managed;
 use super::reconciler::{Context, error_policy, reconcile};
+use super::resource::Managed;
 use crate::api::{EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION};
-use crate::metrics::Metrics;
+use crate::runtime::scope::{Scope, Trigger};
 
 /// What triggers a reconcile: the spec (generation), deletion and the annotations the user
 /// steers with. The operator's own status writes change none of these, so they never
@@ -39,37 +36,6 @@ pub(super) fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     )
         .hash(&mut h);
     Some(h.finish())
-}
-
-/// Extra reconcile triggers of a kind, built from the kind's own cache (e.g. "the postbacks
-/// that reference this keyword").
-pub type Trigger<K> = Box<dyn FnOnce(Store<K>) -> BoxStream<'static, ObjectRef<K>> + Send>;
-
-/// What every controller of a process shares.
-#[derive(Clone)]
-pub struct Scope {
-    pub client: kube::Client,
-    /// None: every namespace.
-    pub namespace: Option<String>,
-    /// Global drift-check interval.
-    pub resync: Duration,
-    pub metrics: Arc<Metrics>,
-    /// Cancelled when the process stops (SIGTERM) or loses its leader lease.
-    pub shutdown: CancellationToken,
-}
-
-impl Scope {
-    /// An API for kind `K` in this scope.
-    pub fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match self.namespace.as_deref() {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        }
-    }
 }
 
 /// Runs the controller of kind `K` until `scope.shutdown` fires.

@@ -5,9 +5,9 @@ use serde_json::{Map, json};
 
 use super::{XUpstream, secret_data};
 use crate::api::XWebEventTag;
-use crate::reconcile::external::{ExternalResource, Observation};
-use crate::reconcile::failure::Failure;
-use crate::reconcile::managed::ManagedExt;
+use crate::managed::external::{ExternalResource, Observation};
+use crate::managed::resource::ManagedExt;
+use crate::runtime::failure::Failure;
 use crate::upstream::secret::XCredentials;
 use crate::upstream::x_ads::{Tag, TagParams, TagUpdate, XAdsClient};
 
@@ -137,7 +137,7 @@ impl ExternalResource<XWebEventTag> for XWebEventTagAdapter {
         let account = &obj.spec.account_id;
         let current: Tag = serde_json::from_value(observed.upstream.clone()).map_err(|e| {
             Failure::terminal(
-                crate::reconcile::conditions::Reason::UpstreamRejected,
+                crate::runtime::conditions::Reason::UpstreamRejected,
                 e.to_string(),
             )
         })?;

@@ -1,0 +1,8 @@
+//! The generic managed-resource reconciler (Crossplane's managed reconciler), written once and
+//! used by every managed kind; `kinds/` holds one adapter per kind.
+
+pub mod controller;
+pub mod external;
+pub mod kinds;
+pub mod reconciler;
+pub mod resource;

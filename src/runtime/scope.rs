@@ -1,0 +1,49 @@
+//! Where a controller runs and what it shares with the others of its process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// Extra reconcile triggers of a kind, built from the kind's own cache (e.g. "the postbacks
+/// that reference this keyword").
+pub type Trigger<K> = Box<dyn FnOnce(Store<K>) -> BoxStream<'static, ObjectRef<K>> + Send>;
+
+/// What every controller of a process shares.
+#[derive(Clone)]
+pub struct Scope {
+    pub client: kube::Client,
+    /// None: every namespace.
+    pub namespace: Option<String>,
+    /// Global drift-check interval.
+    pub resync: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the process stops (SIGTERM) or loses its leader lease.
+    pub shutdown: CancellationToken,
+}
+
+impl Scope {
+    /// An API for kind `K` in this scope.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match self.namespace.as_deref() {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// Errors that only the Kubernetes API causes (status or metadata writes); upstream failures
+/// are reported in conditions instead.
+#[derive(Debug, thiserror::Error)]
+#[error("kubernetes API: {0}")]
+pub struct KubeError(#[from] pub kube::Error);
