@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::events::{
-    Generated, bridge, checkpoint, event, now_s, patch_spec, received_counts, spread, status_i64,
+    Generated, bridge, checkpoint, event, now_s, patch_spec, received_counts, recent, spread,
+    status_i64,
 };
 use common::{Env, condition, env, env_without_operator};
 use ctwa_operator::api::{ConversionBridge, XWebEventTag};
@@ -288,14 +289,7 @@ async fn spec_edits_secret_touches_and_a_new_tag_re_send_nothing() {
     }
     patch_spec(&env, "b", json!({"destination": {"x": {"eventId": other}}})).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let second = spread(
-        "e2",
-        100,
-        Timestamp::now() - 5.seconds(),
-        Timestamp::now(),
-        &["converted"],
-        0,
-    );
+    let second = recent("e2", 100, 5.seconds());
     env.seed(&second);
     env.wait_for_long::<ConversionBridge>("b", |o| status_i64(o, "eventsForwarded") == 500)
         .await;
@@ -349,14 +343,7 @@ async fn a_tag_with_an_id_keeps_the_bridge_forwarding_through_its_own_errors() {
         condition(o, "Ready").is_some_and(|c| c.0 == "False")
     })
     .await;
-    let events = spread(
-        "t",
-        100,
-        Timestamp::now() - 3.seconds(),
-        Timestamp::now(),
-        &["converted"],
-        0,
-    );
+    let events = recent("t", 100, 3.seconds());
     env.seed(&events);
     let o = env
         .wait_for_long::<ConversionBridge>("b", |o| status_i64(o, "eventsForwarded") == 100)
@@ -716,20 +703,23 @@ async fn the_forwarded_id_set_is_capped() {
     .await;
     env.wait_for_long::<ConversionBridge>("b", |o| status_i64(o, "eventsForwarded") >= 300)
         .await;
-    let text = reqwest::get(format!("http://{}/metrics", env.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let evicted: f64 = text
-        .lines()
-        .find(|l| {
-            l.starts_with("ctwa_bridge_seen_ids_evicted_total{") && l.contains("bridge=\"b\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no eviction counted:\n{text}"));
+    // Ids are forgotten by the periodic sweep (every 10 s), not at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let evicted = loop {
+        let text = env.metrics_text().await;
+        let evicted = common::sample(
+            &text,
+            "ctwa_bridge_seen_ids_evicted_total",
+            &[("bridge", "b")],
+        );
+        match evicted {
+            Some(n) if n >= 200.0 => break n,
+            _ if std::time::Instant::now() >= deadline => {
+                panic!("not enough evictions counted ({evicted:?}):\n{text}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
     assert!(evicted >= 200.0, "{evicted} evicted");
     assert_eq!(env.fake.distinct_conversion_count(), 300);
 }

@@ -117,21 +117,9 @@ async fn ten_thousand_mixed_events_become_exactly_the_configured_conversions() {
     assert!(o["status"].get("postbackPath").is_none());
 
     // The bridge metrics tell the same story.
-    let text = reqwest::get(format!("http://{}/metrics", env.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.metrics_text().await;
     let metric = |name: &str, outcome: &str| -> f64 {
-        text.lines()
-            .find(|l| {
-                l.starts_with(&format!("{name}{{"))
-                    && l.contains("bridge=\"b\"")
-                    && l.contains(&format!("outcome=\"{outcome}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        common::sample(&text, name, &[("bridge", "b"), ("outcome", outcome)])
             .unwrap_or_else(|| panic!("{name} {outcome} missing in:\n{text}"))
     };
     assert_eq!(

@@ -4,24 +4,12 @@
 mod common;
 
 use common::events::{bridge, spread};
-use common::{condition, env, ready};
+use common::{condition, env, ready, sample};
 use ctwa_operator::api::{ConversionBridge, SignalsKeyword, XWebEventTag};
 use jiff::{Timestamp, ToSpan};
 use serde_json::json;
 
 /// The value of the first sample of `family` whose labels contain every `labels` pair.
-fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn every_metric_family_reports_the_traffic() {
     let env = env("metrics").await;
@@ -80,12 +68,7 @@ async fn every_metric_family_reports_the_traffic() {
     env.wait_for::<ConversionBridge>("b", "a duplicate", |o| o["status"]["eventsDuplicate"] == 1)
         .await;
 
-    let text = reqwest::get(format!("http://{}/metrics", env.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.metrics_text().await;
     let positive = |family: &str, labels: &[(&str, &str)]| {
         let v = sample(&text, family, labels)
             .unwrap_or_else(|| panic!("no {family} {labels:?} in:\n{text}"));

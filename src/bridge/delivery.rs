@@ -396,8 +396,15 @@ mod tests {
         }
     }
 
-    async fn run(x: &mut StrictX, batch: &[Conversion]) -> Delivery {
-        deliver(x, batch, Backoff::BRIDGE, &CancellationToken::new(), |_| {}).await
+    async fn run(sink: &mut impl Sink, batch: &[Conversion]) -> Delivery {
+        deliver(
+            sink,
+            batch,
+            Backoff::BRIDGE,
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
     }
 
     #[tokio::test]
@@ -510,68 +517,43 @@ mod tests {
         assert!(d.cancelled);
     }
 
+    /// Answers 429 asking for `after`, `refusals` times, then accepts.
+    struct Limited {
+        refusals: u32,
+        after: Duration,
+    }
+
+    impl Sink for Limited {
+        async fn send(&mut self, _: &[Conversion]) -> Result<(), SendError> {
+            if self.refusals == 0 {
+                return Ok(());
+            }
+            self.refusals -= 1;
+            Err(SendError::Retry {
+                reason: Reason::RateLimited,
+                message: "429".into(),
+                after: Some(self.after),
+            })
+        }
+    }
+
+    async fn waited_for(refusals: u32, after: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        let d = run(&mut Limited { refusals, after }, &conversions(1)).await;
+        assert_eq!(d.forwarded(), 1);
+        started.elapsed()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_server_asking_for_no_wait_still_gets_a_growing_one() {
-        struct Limited(u32);
-        impl Sink for Limited {
-            async fn send(&mut self, _: &[Conversion]) -> Result<(), SendError> {
-                self.0 += 1;
-                if self.0 <= 4 {
-                    return Err(SendError::Retry {
-                        reason: Reason::RateLimited,
-                        message: "429".into(),
-                        after: Some(Duration::ZERO),
-                    });
-                }
-                Ok(())
-            }
-        }
-        let started = tokio::time::Instant::now();
-        let mut x = Limited(0);
-        let d = deliver(
-            &mut x,
-            &conversions(1),
-            Backoff::BRIDGE,
-            &CancellationToken::new(),
-            |_| {},
-        )
-        .await;
-        assert_eq!(d.forwarded(), 1);
         // At least 1 + 2 + 4 + 8 s, not four requests in a row.
-        assert!(
-            started.elapsed() >= Duration::from_secs(15),
-            "{:?}",
-            started.elapsed()
-        );
+        let waited = waited_for(4, Duration::ZERO).await;
+        assert!(waited >= Duration::from_secs(15), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured() {
-        struct Limited(u32);
-        impl Sink for Limited {
-            async fn send(&mut self, _: &[Conversion]) -> Result<(), SendError> {
-                self.0 += 1;
-                if self.0 == 1 {
-                    return Err(SendError::Retry {
-                        reason: Reason::RateLimited,
-                        message: "429".into(),
-                        after: Some(Duration::from_secs(90)),
-                    });
-                }
-                Ok(())
-            }
-        }
-        let started = tokio::time::Instant::now();
-        let d = deliver(
-            &mut Limited(0),
-            &conversions(1),
-            Backoff::BRIDGE,
-            &CancellationToken::new(),
-            |_| {},
-        )
-        .await;
-        assert_eq!(d.forwarded(), 1);
-        let waited = started.elapsed();
+        let waited = waited_for(1, Duration::from_secs(90)).await;
         assert!(waited >= Duration::from_secs(90) && waited <= Duration::from_secs(99));
     }
 

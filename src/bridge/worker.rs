@@ -517,14 +517,14 @@ impl<'a> Forwarder<'a> {
         Flow::Continue
     }
 
-    /// Every event before `at` is settled.
+    /// Every event before `at` is settled. Ids behind the new checkpoint are forgotten by the
+    /// next sweep ([`EVICT_EVERY`]): sweeping at every page would scan the whole set each time.
     fn advance(&mut self, at: Timestamp) {
         self.state.update(|s| {
             if at > s.progress.checkpoint {
                 s.progress.checkpoint = at;
             }
         });
-        self.evict();
     }
 
     /// Forget forwarded ids behind the lookback window (no poll reads them again), and the

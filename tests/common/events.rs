@@ -77,6 +77,12 @@ pub fn spread(
         .collect()
 }
 
+/// `n` valid `converted` events spread over the last `span`.
+pub fn recent(prefix: &str, n: u64, span: jiff::Span) -> Vec<Generated> {
+    let now = Timestamp::now();
+    spread(prefix, n, now - span, now, &["converted"], 0)
+}
+
 /// The conversion X must receive for a generated event.
 pub fn expected_conversion(g: &Generated, event_id: &str) -> Value {
     let phone = g.event["phone"].as_str().unwrap();

@@ -269,7 +269,8 @@ impl Env {
             .await
     }
 
-    async fn wait_until<K>(
+    /// Waits until `check` holds, or fails after `timeout` with the last state.
+    pub async fn wait_until<K>(
         &self,
         name: &str,
         what: &str,
@@ -340,6 +341,32 @@ impl Env {
             .filter(|r| r.operation.starts_with(prefix))
             .map(|r| r.operation)
             .collect()
+    }
+}
+
+/// One sample of a Prometheus text exposition: the first line of `family` whose labels
+/// include every `(name, value)` of `labels`.
+pub fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+impl Env {
+    /// What the operator's `/metrics` says right now.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
