@@ -5,16 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{CtwaTracking, SignalsKeyword, SignalsPostback, XWebEventTag};
+use crate::api::{ConversionBridge, CtwaTracking, SignalsKeyword, SignalsPostback, XWebEventTag};
 use crate::bridge::controller::BridgeContext;
 use crate::bridge::supervisor::Supervisor;
 use crate::managed::controller;
@@ -22,9 +19,11 @@ use crate::managed::kinds::ctwa_tracking::CtwaTrackingAdapter;
 use crate::managed::kinds::signals_keyword::SignalsKeywordAdapter;
 use crate::managed::kinds::signals_postback::SignalsPostbackAdapter;
 use crate::managed::kinds::x_web_event_tag::XWebEventTagAdapter;
-use crate::managed::kinds::{DialogUpstream, XUpstream};
+use crate::upstream::clients::{DialogUpstream, XUpstream};
 use crate::metrics::Metrics;
-use crate::runtime::scope::{Scope, Trigger};
+use crate::managed::ownership::Peers;
+use crate::managed::resource::{Managed, Reference};
+use crate::runtime::scope::{Scope, Trigger, any_change, follow};
 use crate::server::{self, Health};
 use crate::upstream::budget::BudgetRegistry;
 use crate::upstream::http::{HttpConfig, Transport, install_crypto_provider};
@@ -196,6 +195,11 @@ async fn lead(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let mut tasks = Vec::new();
+    // Ownership is decided across every watched namespace (SPEC 7.1).
+    let tracking_peers = Peers::new();
+    let keyword_peers = Peers::new();
+    let postback_peers = Peers::new();
+    let tag_peers = Peers::new();
     for namespace in namespaces {
         let scope = Scope {
             client: client.clone(),
@@ -209,6 +213,7 @@ async fn lead(
                 scope.clone(),
                 CtwaTrackingAdapter(dialog.clone()),
                 vec![],
+                tracking_peers.clone(),
             )
             .boxed(),
         );
@@ -217,6 +222,7 @@ async fn lead(
                 scope.clone(),
                 SignalsKeywordAdapter(dialog.clone()),
                 vec![],
+                keyword_peers.clone(),
             )
             .boxed(),
         );
@@ -225,10 +231,10 @@ async fn lead(
                 scope.clone(),
                 SignalsPostbackAdapter {
                     upstream: dialog.clone(),
-                    kube: client.clone(),
                     public_base_url: config.public_base_url.clone(),
                 },
-                vec![keyword_changes(&scope), bridge_changes(&scope)],
+                postback_triggers(&scope),
+                postback_peers.clone(),
             )
             .boxed(),
         );
@@ -237,6 +243,7 @@ async fn lead(
                 scope.clone(),
                 XWebEventTagAdapter(x.clone()),
                 vec![],
+                tag_peers.clone(),
             )
             .boxed(),
         );
@@ -331,67 +338,30 @@ async fn shutdown_signal() {
     }
 }
 
-/// A postback to a bridge follows it: enabling postbacks or recreating the bridge triggers
-/// the postbacks that reference it. Status writes do not (they change neither).
-fn bridge_changes(scope: &Scope) -> Trigger<SignalsPostback> {
-    let api: Api<crate::api::ConversionBridge> = scope.api();
-    Box::new(move |postbacks| {
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .touched_objects()
-            .predicate_filter(
-                |b: &crate::api::ConversionBridge| {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    (b.uid(), b.spec.source.postbacks.enabled).hash(&mut h);
-                    Some(h.finish())
-                },
-                Default::default(),
-            )
-            .filter_map(|r| std::future::ready(r.ok()))
-            .flat_map(move |bridge| {
-                let refs: Vec<ObjectRef<SignalsPostback>> = postbacks
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        p.namespace() == bridge.namespace()
-                            && p.spec
-                                .bridge_ref
-                                .as_ref()
-                                .is_some_and(|r| r.name == bridge.name_any())
-                    })
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect();
-                futures::stream::iter(refs)
-            })
-            .boxed()
-    })
-}
-
-/// A postback follows its keyword: any change of a SignalsKeyword (a new id, Ready) triggers
-/// the postbacks that reference it.
-fn keyword_changes(scope: &Scope) -> Trigger<SignalsPostback> {
-    let api: Api<SignalsKeyword> = scope.api();
-    Box::new(move |postbacks| {
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .touched_objects()
-            .filter_map(|r| std::future::ready(r.ok()))
-            .flat_map(move |keyword| {
-                let refs: Vec<ObjectRef<SignalsPostback>> = postbacks
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        p.namespace() == keyword.namespace()
-                            && p.spec
-                                .keyword_ref
-                                .as_ref()
-                                .is_some_and(|r| r.name == keyword.name_any())
-                    })
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect();
-                futures::stream::iter(refs)
-            })
-            .boxed()
-    })
+/// A postback follows what it references: any change of its SignalsKeyword (a new id,
+/// Ready), and of its ConversionBridge the changes that matter (recreated, postbacks on or
+/// off). Status writes of a bridge change neither.
+fn postback_triggers(scope: &Scope) -> Vec<Trigger<SignalsPostback>> {
+    fn refers(postback: &SignalsPostback, name: &str, keyword: bool) -> bool {
+        postback.references().iter().any(|r| match r {
+            Reference::Keyword(k) => keyword && k == name,
+            Reference::Bridge(b) => !keyword && b == name,
+        })
+    }
+    fn bridge_identity(b: &ConversionBridge) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (b.uid(), b.spec.source.postbacks.enabled).hash(&mut h);
+        Some(h.finish())
+    }
+    vec![
+        follow(
+            scope.api::<SignalsKeyword>(),
+            any_change::<SignalsKeyword>,
+            |p, name| refers(p, name, true),
+        ),
+        follow(scope.api::<ConversionBridge>(), bridge_identity, |p, name| {
+            refers(p, name, false)
+        }),
+    ]
 }

@@ -137,9 +137,11 @@ async fn wrong_password_stalls_until_the_secret_is_fixed() {
         .await;
 }
 
+/// `kubectl delete namespace` often deletes the Secret first: the credentials this process
+/// read last still delete the keyword upstream (SPEC 7.1).
 #[tokio::test]
-async fn deletion_without_credentials_waits_until_orphaned() {
-    let env = env("skw-orphan").await;
+async fn deletion_after_the_secret_went_uses_the_credentials_last_read() {
+    let env = env("skw-remember").await;
     env.create::<SignalsKeyword>(keyword("k", "hi")).await;
     env.wait_for::<SignalsKeyword>("k", "Ready", ready).await;
     Api::<Secret>::namespaced(env.client.clone(), &env.ns.name)
@@ -150,8 +152,37 @@ async fn deletion_without_credentials_waits_until_orphaned() {
         .delete("k", &DeleteParams::default())
         .await
         .unwrap();
-    env.wait_for::<SignalsKeyword>("k", "Stalled while deleting", |o| {
+    env.wait_gone::<SignalsKeyword>("k").await;
+    assert!(
+        env.fake
+            .keywords("c1", "a1")
+            .iter()
+            .all(|k| k.status != "active"),
+        "the keyword was deleted upstream with the remembered credentials"
+    );
+}
+
+/// Credentials this process never read (say, after a restart mid-deletion) cannot delete
+/// anything: a deletion of an object that knows its upstream id waits for Orphan.
+#[tokio::test]
+async fn deletion_with_credentials_never_read_waits_until_orphaned() {
+    let mut env = common::env_without_operator("skw-orphan").await;
+    let id = env.fake.insert_keyword("c1", "a1", "hi", Some("ad1"), false);
+    let mut manifest = keyword("k", "hi");
+    manifest["metadata"]["annotations"] = json!({"ctwa.dev/external-id": id});
+    manifest["metadata"]["finalizers"] = json!(["ctwa.dev/finalizer"]);
+    manifest["spec"]["secretRef"]["name"] = json!("never-existed");
+    env.create::<SignalsKeyword>(manifest).await;
+    env.start_operator(std::time::Duration::from_secs(600));
+    env.api::<SignalsKeyword>()
+        .delete("k", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_for::<SignalsKeyword>("k", "Stalled while deleting, naming Orphan", |o| {
         condition(o, "Stalled") == Some(("True".into(), "SecretNotFound".into()))
+            && o["status"]["conditions"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("never read it") && m.contains("Orphan"))
     })
     .await;
     let orphan = json!({"spec": {"deletionPolicy": "Orphan"}});
@@ -161,7 +192,11 @@ async fn deletion_without_credentials_waits_until_orphaned() {
         .unwrap();
     env.wait_gone::<SignalsKeyword>("k").await;
     assert_eq!(
-        env.fake.keywords("c1", "a1").len(),
+        env.fake
+            .keywords("c1", "a1")
+            .iter()
+            .filter(|k| k.status == "active")
+            .count(),
         1,
         "Orphan left the keyword upstream"
     );

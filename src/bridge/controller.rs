@@ -25,7 +25,7 @@ use super::state::Phase;
 use super::supervisor::{Desired, Supervisor};
 use super::worker::WorkerConfig;
 use crate::api::{ConversionBridge, SignalsEventType, XWebEventTag, postback_token_secret};
-use crate::managed::kinds::{DialogUpstream, XUpstream, secret_data};
+use crate::upstream::clients::{DialogUpstream, XUpstream, secret_data};
 use crate::metrics::Metrics;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::{READY, Reason, find};
@@ -162,26 +162,28 @@ async fn reconcile_once(
     let desired = match resolve(&bridge, ctx).await {
         Ok(desired) => desired,
         Err(Resolve::Kube(e)) => return Err(e),
-        Err(Resolve::Failed(Failure::Terminal { reason, message })) => {
+        Err(Resolve::Failed(failure)) => match failure.settled() {
+        Failure::Terminal { reason, message } => {
             Desired::Hold(Phase::Stalled { reason, message })
         }
-        Err(Resolve::Failed(
-            Failure::Waiting { reason, message }
+        Failure::Waiting { reason, message }
             | Failure::Transient {
                 reason, message, ..
-            },
-        )) => Desired::Hold(Phase::Waiting { reason, message }),
+            } => Desired::Hold(Phase::Waiting { reason, message }),
+        Failure::Gone { .. } => unreachable!("settled"),
+        },
     };
     // A problem with the postback token holds the bridge and shows in its status; a
     // suspended bridge needs no token.
     let mut token = None;
     let desired = match desired {
         Desired::Run { .. } if bridge.spec.source.postbacks.enabled => {
-            match ensure_token(&bridge, &ctx.kube).await {
+            match ensure_token(&bridge, &ctx.kube).await.map_err(Failure::settled) {
                 Ok(t) => {
                     token = Some(t);
                     desired
                 }
+                Err(Failure::Gone { .. }) => unreachable!("settled"),
                 Err(Failure::Terminal { reason, message }) => {
                     Desired::Hold(Phase::Stalled { reason, message })
                 }
@@ -255,7 +257,8 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
     let dialog_secret = secret(&secrets, &signals.secret_ref.name).await?;
     let signals_client =
         ctx.dialog
-            .budgeted_signals_client(&signals.client_id, &signals.app_id, &dialog_secret)?;
+            .budgeted_signals_client(&signals.client_id, &signals.app_id, &dialog_secret)
+            .map_err(Failure::from)?;
     let x_secret = secret(&secrets, &x.secret_ref.name).await?;
     let credentials =
         XCredentials::from_secret_data(&secret_data(&x_secret)).map_err(Failure::from)?;

@@ -198,7 +198,7 @@ pub async fn poll_loop(
             Err(PollError::Closed) => return,
             Err(PollError::Upstream(e)) => {
                 tracing::warn!(%bridge, error = %e, "reading Signals events failed");
-                match Failure::from(e) {
+                match Failure::from(e).settled() {
                     Failure::Terminal { reason, message } => {
                         state.update(|s| s.source = SideHealth::Stalled { reason, message });
                         // Nothing will change until the user fixes the spec or the Secret.

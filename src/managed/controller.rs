@@ -9,15 +9,16 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::Resource;
+use kube::runtime::reflector;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
 
 use super::external::ExternalResource;
+use super::ownership::Peers;
 use super::reconciler::{Context, error_policy, reconcile};
-use super::resource::Managed;
+use super::resource::{Managed, uses_secret};
 use crate::api::{EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION};
-use crate::runtime::scope::{Scope, Trigger};
+use crate::runtime::scope::{Scope, Trigger, referencing};
 
 /// What triggers a reconcile: the spec (generation), deletion and the annotations the user
 /// steers with. The operator's own status writes change none of these, so they never
@@ -38,8 +39,9 @@ pub(super) fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Runs the controller of kind `K` until `scope.shutdown` fires.
-pub async fn run<K, A>(scope: Scope, adapter: A, triggers: Vec<Trigger<K>>)
+/// Runs the controller of kind `K` until `scope.shutdown` fires. `peers` is shared by the
+/// controllers of `K` in every watched namespace (ownership is decided across them).
+pub async fn run<K, A>(scope: Scope, adapter: A, triggers: Vec<Trigger<K>>, peers: Arc<Peers<K>>)
 where
     K: Managed,
     A: ExternalResource<K>,
@@ -59,6 +61,7 @@ where
     let secrets = watcher(secret_api, watcher::Config::default())
         .default_backoff()
         .touched_objects();
+    let released = peers.join(reader.clone());
     let recorder = Recorder::new(client.clone(), Reporter::from("ctwa-operator"));
     let ctx = Arc::new(Context::new(
         client,
@@ -66,22 +69,16 @@ where
         adapter,
         scope.resync,
         scope.metrics.clone(),
+        peers,
     ));
 
-    let mut controller = Controller::for_stream(objects, reader.clone());
+    let mut controller = Controller::for_stream(objects, reader.clone()).reconcile_on(released);
     for trigger in triggers {
         controller = controller.reconcile_on(trigger(reader.clone()));
     }
     controller
         .watches_stream(secrets, move |secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|o| o.namespace() == namespace && o.uses_secret(&name))
-                .map(|o| ObjectRef::from_obj(o.as_ref()))
-                .collect::<Vec<_>>()
+            referencing(&store, &secret, |o: &K, name| uses_secret(o, name))
         })
         .graceful_shutdown_on(scope.shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)

@@ -2,7 +2,11 @@
 //! used by every managed kind; `kinds/` holds one adapter per kind.
 
 pub mod controller;
+pub mod credentials;
 pub mod external;
 pub mod kinds;
+pub mod ownership;
 pub mod reconciler;
+pub mod references;
 pub mod resource;
+pub mod status;

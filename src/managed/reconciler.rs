@@ -1,109 +1,177 @@
 //! The generic managed-resource reconciler: one flow for every managed kind.
+//!
+//! Each reconcile: deletion or pause first; then ownership (one owner per upstream object);
+//! then the references, the credentials, and the adapter — observe by id, then by natural
+//! key; create, update or leave alone; record the id; report.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use kube::runtime::events::{EventType, Recorder};
+use serde_json::json;
 
 use super::controller::trigger_hash;
-use super::external::{ExternalResource, Observation};
-use super::resource::{Managed, ManagedExt};
-use crate::api::{DeletionPolicy, EXTERNAL_ID_ANNOTATION, FINALIZER, ManagementPolicy};
+use super::credentials::{Credentials, Found};
+use super::external::{Drift, ExternalResource, Observed, Resolved};
+use super::ownership::{Peers, object_key};
+use super::references;
+use super::resource::{Managed, ManagedExt, RESYNC_FLOOR};
+use super::status::{add_finalizer, api, has_finalizer, publish, remove_finalizer, write_status};
+use crate::api::{DeletionPolicy, EXTERNAL_ID_ANNOTATION, ManagementPolicy};
 use crate::metrics::Metrics;
 use crate::runtime::backoff::KeyedBackoff;
-use crate::runtime::conditions::{self, Health, Reason, apply_health};
+use crate::runtime::conditions::{Health, Reason};
 use crate::runtime::failure::Failure;
 use crate::runtime::scope::KubeError;
 
+/// How often an object refused as `AlreadyManaged` looks again (no upstream calls), besides
+/// being woken when the owner lets go.
+const OWNER_RECHECK: Duration = RESYNC_FLOOR;
+
 /// What every reconcile of one kind shares.
-pub struct Context<A> {
+pub struct Context<K: Managed, A> {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub adapter: A,
     pub backoff: KeyedBackoff,
     /// Global drift-check interval (`--resync-interval`).
     pub resync: Duration,
-    /// Objects for which the ReconcilePaused Event was already emitted.
-    paused_noted: Mutex<HashSet<String>>,
+    pub metrics: Arc<Metrics>,
+    /// Every object of this kind in every watched namespace, for ownership.
+    pub peers: Arc<Peers<K>>,
+    credentials: Credentials,
+    /// Notices already given once per object (a pause, an unusable annotation value).
+    noted: Mutex<HashSet<String>>,
     /// Objects whose `ctwa.dev/external-id` this process just wrote, with the trigger hash the
     /// write produces: the reconcile that write triggers has nothing left to do upstream.
     echoes: Mutex<HashMap<String, u64>>,
-    pub metrics: Arc<Metrics>,
 }
 
-impl<A> Context<A> {
+impl<K: Managed, A> Context<K, A> {
     pub fn new(
         client: kube::Client,
         recorder: Recorder,
         adapter: A,
         resync: Duration,
         metrics: Arc<Metrics>,
+        peers: Arc<Peers<K>>,
     ) -> Self {
         Self {
             client,
             recorder,
-            metrics,
             adapter,
             backoff: KeyedBackoff::default(),
             resync,
-            paused_noted: Mutex::new(HashSet::new()),
+            metrics,
+            peers,
+            credentials: Credentials::default(),
+            noted: Mutex::new(HashSet::new()),
             echoes: Mutex::new(HashMap::new()),
         }
     }
+
+    /// True the first time `notice` is given (until `forget`).
+    fn first_notice(&self, notice: String) -> bool {
+        self.noted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(notice)
+    }
+
+    fn forget_notices(&self, key: &str, kind: &str) {
+        let prefix = format!("{key}|{kind}");
+        self.noted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n| !n.starts_with(&prefix));
+    }
 }
 
-fn key<K: Resource>(obj: &K) -> String {
-    format!(
-        "{}/{}",
-        obj.meta().namespace.as_deref().unwrap_or(""),
-        obj.meta().name.as_deref().unwrap_or("")
-    )
+impl<K: Managed, A: ExternalResource<K>> Context<K, A> {
+    fn claims(&self) -> impl Fn(&K) -> Vec<String> + '_ {
+        |o: &K| self.adapter.claims(o)
+    }
+
+    /// The owner of what `obj` claims, when it is another object.
+    fn other_owner(&self, obj: &K) -> Option<String> {
+        self.peers.owner_other_than(obj, &self.claims())
+    }
+
+    async fn event(&self, obj: &K, type_: EventType, reason: Reason, note: &str) {
+        publish(&self.recorder, obj, type_, reason, note).await;
+    }
+
+    async fn status(
+        &self,
+        obj: &K,
+        health: &Health,
+        fields: Option<K::Status>,
+        force: bool,
+    ) -> Result<(), KubeError> {
+        write_status(&self.client, &self.recorder, obj, health, fields, force).await
+    }
 }
 
 /// Entry point for `Controller::run`: one reconcile, counted and timed.
-pub async fn reconcile<K, A>(obj: Arc<K>, ctx: Arc<Context<A>>) -> Result<Action, KubeError>
+pub async fn reconcile<K, A>(obj: Arc<K>, ctx: Arc<Context<K, A>>) -> Result<Action, KubeError>
 where
     K: Managed,
     A: ExternalResource<K>,
 {
     let started = std::time::Instant::now();
-    let outcome = RECONCILE_OUTCOME
-        .scope(std::cell::Cell::new("success"), async {
-            let result = reconcile_once(obj, &ctx).await;
-            if result.is_err() {
-                RECONCILE_OUTCOME.with(|o| o.set("error"));
-            }
-            (result, RECONCILE_OUTCOME.with(|o| o.get()))
-        })
-        .await;
+    let (result, outcome) = match reconcile_once(&obj, &ctx).await {
+        Ok((action, outcome)) => (Ok(action), outcome),
+        Err(e) => (Err(e), "error"),
+    };
     ctx.metrics
-        .reconcile(&K::kind(&()), outcome.1, started.elapsed());
-    outcome.0
+        .reconcile(&K::kind(&()), outcome, started.elapsed());
+    result
 }
 
-tokio::task_local! {
-    /// How the current reconcile ended, for `ctwa_reconcile_total{result}`.
-    static RECONCILE_OUTCOME: std::cell::Cell<&'static str>;
+/// After a Kubernetes API error: retry with the same per-object backoff.
+pub fn error_policy<K: Managed, A>(
+    obj: Arc<K>,
+    error: &KubeError,
+    ctx: Arc<Context<K, A>>,
+) -> Action {
+    tracing::warn!(object = %object_key(obj.as_ref()), %error, "reconcile failed");
+    Action::requeue(ctx.backoff.next_delay(&object_key(obj.as_ref()), None))
 }
 
-fn note_outcome(outcome: &'static str) {
-    let _ = RECONCILE_OUTCOME.try_with(|o| o.set(outcome));
+/// `ctwa_reconcile_total{result}` of a reconcile that failed upstream.
+fn outcome_of(failure: &Failure) -> &'static str {
+    match failure {
+        Failure::Transient { .. } => "transient",
+        Failure::Terminal { .. } | Failure::Gone { .. } => "terminal",
+        Failure::Waiting { .. } => "waiting",
+    }
 }
 
-async fn reconcile_once<K, A>(obj: Arc<K>, ctx: &Arc<Context<A>>) -> Result<Action, KubeError>
+/// When to try again after `failure`.
+fn retry_after<K: Managed, A>(ctx: &Context<K, A>, key: &str, failure: &Failure) -> Action {
+    match failure {
+        Failure::Transient { retry_after, .. } => {
+            Action::requeue(ctx.backoff.next_delay(key, *retry_after))
+        }
+        Failure::Terminal { .. } | Failure::Gone { .. } => Action::await_change(),
+        Failure::Waiting { .. } => Action::requeue(Duration::from_secs(30)),
+    }
+}
+
+async fn reconcile_once<K, A>(
+    obj: &Arc<K>,
+    ctx: &Context<K, A>,
+) -> Result<(Action, &'static str), KubeError>
 where
     K: Managed,
     A: ExternalResource<K>,
 {
-    let ctx = ctx.clone();
-    let key = key(obj.as_ref());
+    let obj = obj.as_ref();
+    let key = object_key(obj);
     // Taken by whichever reconcile comes next, so that none outlives its object.
     let echo = ctx
         .echoes
@@ -111,93 +179,76 @@ where
         .unwrap_or_else(|e| e.into_inner())
         .remove(&key);
     if obj.meta().deletion_timestamp.is_some() {
-        return finalize(&obj, &ctx).await;
+        return finalize(obj, ctx).await;
     }
     if obj.is_paused() {
-        let first = ctx
-            .paused_noted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key);
-        if first {
-            publish(
-                &ctx,
-                obj.as_ref(),
+        if ctx.first_notice(format!("{key}|paused")) {
+            ctx.event(
+                obj,
                 EventType::Normal,
                 Reason::ReconcilePaused,
                 "ctwa.dev/paused is true: no upstream calls",
             )
             .await;
         }
-        note_outcome("paused");
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), "paused"));
     }
-    ctx.paused_noted
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key);
+    ctx.forget_notices(&key, "paused");
 
-    let resync = match obj.resync_interval(ctx.resync) {
-        Ok(d) => d,
-        Err(message) => {
-            publish(
-                &ctx,
-                obj.as_ref(),
-                EventType::Warning,
-                Reason::UpstreamRejected,
-                &message,
-            )
-            .await;
-            K::default_resync(ctx.resync)
+    let (resync, problem) = obj.resync_interval(ctx.resync);
+    match problem {
+        Some(problem) => {
+            if ctx.first_notice(format!("{key}|annotation|{problem}")) {
+                ctx.event(obj, EventType::Warning, Reason::InvalidAnnotation, &problem)
+                    .await;
+            }
         }
-    };
-    if echo.is_some() && echo == trigger_hash(obj.as_ref()) {
+        None => ctx.forget_notices(&key, "annotation"),
+    }
+    if echo.is_some() && echo == trigger_hash(obj) {
         // The external-id annotation this process wrote after creating the object, and
         // nothing else changed: the upstream object was synced moments ago.
-        return Ok(Action::requeue(jittered(resync)));
+        return Ok((Action::requeue(jittered(resync)), "success"));
     }
-    match sync(obj.as_ref(), &ctx).await {
-        Ok((health, observation, wrote, echo)) => {
+
+    if obj.management_policy() == ManagementPolicy::Manage
+        && let Some(owner) = ctx.other_owner(obj)
+    {
+        let health = Health::NotReady {
+            reason: Reason::AlreadyManaged,
+            message: format!(
+                "the same upstream object is managed by {owner}; this object never writes or deletes it, and takes over when {owner} goes"
+            ),
+        };
+        ctx.status(obj, &health, None, false).await?;
+        return Ok((Action::requeue(OWNER_RECHECK), "waiting"));
+    }
+
+    match sync(obj, ctx).await {
+        Ok(synced) => {
             ctx.backoff.reset(&key);
-            write_status(obj.as_ref(), &ctx, &health, &observation.status, wrote).await?;
-            if let Some(hash) = echo {
+            ctx.status(
+                obj,
+                &synced.health,
+                synced.status,
+                synced.wrote_upstream,
+            )
+            .await?;
+            if let Some(hash) = synced.echo {
                 ctx.echoes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(key, hash);
             }
-            Ok(Action::requeue(jittered(resync)))
+            Ok((Action::requeue(jittered(resync)), "success"))
         }
         Err(SyncError::Kube(e)) => Err(e),
         Err(SyncError::Failed(failure)) => {
-            write_status(
-                obj.as_ref(),
-                &ctx,
-                &failure.health(),
-                &Default::default(),
-                false,
-            )
-            .await?;
-            note_outcome(match failure {
-                Failure::Transient { .. } => "transient",
-                Failure::Terminal { .. } => "terminal",
-                Failure::Waiting { .. } => "waiting",
-            });
-            Ok(match failure {
-                Failure::Transient { retry_after, .. } => {
-                    Action::requeue(ctx.backoff.next_delay(&key, retry_after))
-                }
-                Failure::Terminal { .. } => Action::await_change(),
-                Failure::Waiting { .. } => Action::requeue(Duration::from_secs(30)),
-            })
+            let failure = failure.settled();
+            ctx.status(obj, &failure.health(), None, false).await?;
+            Ok((retry_after(ctx, &key, &failure), outcome_of(&failure)))
         }
     }
-}
-
-/// After a Kubernetes API error: retry with the same per-object backoff.
-pub fn error_policy<K: Managed, A>(obj: Arc<K>, error: &KubeError, ctx: Arc<Context<A>>) -> Action {
-    tracing::warn!(object = %key(obj.as_ref()), %error, "reconcile failed");
-    Action::requeue(ctx.backoff.next_delay(&key(obj.as_ref()), None))
 }
 
 enum SyncError {
@@ -217,294 +268,305 @@ impl From<kube::Error> for SyncError {
     }
 }
 
-/// Makes upstream match `obj`: the health to report, what was observed, whether upstream was
-/// written, and the trigger hash of the external-id annotation written (if one was).
-async fn sync<K, A>(
+impl From<KubeError> for SyncError {
+    fn from(e: KubeError) -> Self {
+        SyncError::Kube(e)
+    }
+}
+
+/// What a successful sync leaves to report.
+struct Synced<S> {
+    health: Health,
+    /// The kind's status fields; None keeps them as they are.
+    status: Option<S>,
+    /// Upstream was written (the status is written too, with a new `lastSyncTime`).
+    wrote_upstream: bool,
+    /// The trigger hash of the external-id annotation written, if one was.
+    echo: Option<u64>,
+}
+
+/// The id `obj` knows its upstream object by: the annotation, else the status.
+fn known_id<K: Managed, A: ExternalResource<K>>(adapter: &A, obj: &K) -> Option<String> {
+    obj.external_id()
+        .map(String::from)
+        .or_else(|| adapter.recorded_id(obj))
+}
+
+/// Finds the upstream object: by the id `obj` knows, then by natural key. An id whose object
+/// is gone (its own 404, archived, deleted) falls back to the natural key, so a crash between
+/// a create and the status write never leads to a duplicate.
+async fn observe<K, A>(
+    adapter: &A,
+    client: &A::Client,
     obj: &K,
-    ctx: &Context<A>,
-) -> Result<(Health, Observation, bool, Option<u64>), SyncError>
+    refs: &Resolved,
+) -> Result<Option<Observed<A, K>>, Failure>
 where
     K: Managed,
     A: ExternalResource<K>,
 {
+    if let Some(id) = known_id(adapter, obj) {
+        match adapter.get(client, obj, refs, &id).await {
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => {}
+            Err(f) if f.is_gone() => {}
+            Err(f) => return Err(f),
+        }
+    }
+    adapter.find(client, obj, refs).await
+}
+
+/// Makes upstream match `obj`.
+async fn sync<K, A>(obj: &K, ctx: &Context<K, A>) -> Result<Synced<K::Status>, SyncError>
+where
+    K: Managed,
+    A: ExternalResource<K>,
+{
+    let adapter = &ctx.adapter;
     let observe_only = obj.management_policy() == ManagementPolicy::Observe;
     if observe_only {
-        remove_finalizer(obj, ctx).await?;
+        remove_finalizer(&ctx.client, obj).await?;
     } else {
-        add_finalizer(obj, ctx).await?;
+        add_finalizer(&ctx.client, obj).await?;
     }
-    let client = connect(obj, ctx).await?;
-    let observed = ctx.adapter.observe(&client, obj).await?;
-    if observe_only {
-        let health = if observed.exists {
-            Health::Ready {
-                reason: Reason::Observed,
-                message: "upstream object found (Observe mode: never written)".into(),
-            }
-        } else {
-            Health::NotReady {
-                reason: Reason::NotFound,
-                message: "no matching upstream object (Observe mode: nothing is created)".into(),
-            }
-        };
-        return Ok((health, observed, false, None));
-    }
-    let (observation, wrote, verb) = if !observed.exists {
-        (
-            ctx.adapter.create(&client, obj).await?,
-            true,
-            Some(Reason::Creating),
+    let refs = references::resolve(&ctx.client, obj).await?;
+    let secret = match ctx
+        .credentials
+        .read(
+            &ctx.client,
+            &obj.namespace().unwrap_or_default(),
+            obj.secret_name(),
         )
-    } else if !observed.up_to_date {
-        (
-            ctx.adapter.update(&client, obj, &observed).await?,
-            true,
-            Some(Reason::Updating),
-        )
-    } else {
-        (observed, false, None)
-    };
-    let mut echo = None;
-    if let Some(id) = &observation.external_id
-        && obj.external_id() != Some(id.as_str())
+        .await?
     {
-        // Recorded right after the write, so that a crash before the status write still
-        // finds the object by id instead of creating a duplicate.
-        let patch = json!({"metadata": {"annotations": {EXTERNAL_ID_ANNOTATION: id}}});
-        let patched = api::<K>(ctx, obj)
-            .patch(
-                &obj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
-        echo = trigger_hash(&patched);
+        Found::Live(secret) => secret,
+        Found::Remembered(_) | Found::Missing => return Err(secret_not_found(obj).into()),
+    };
+    let client = adapter.connect(obj, &secret)?;
+    let observed = observe(adapter, &client, obj, &refs).await?;
+    if observe_only {
+        return Ok(match observed {
+            Some(found) => Synced {
+                health: Health::Ready {
+                    reason: Reason::Observed,
+                    message: "upstream object found (Observe mode: never written)".into(),
+                },
+                status: Some(found.status),
+                wrote_upstream: false,
+                echo: None,
+            },
+            None => Synced {
+                health: Health::NotReady {
+                    reason: Reason::NotFound,
+                    message: "no matching upstream object (Observe mode: nothing is created)"
+                        .into(),
+                },
+                status: None,
+                wrote_upstream: false,
+                echo: None,
+            },
+        });
     }
+
+    let (now, verb) = converge(adapter, &client, obj, &refs, observed).await?;
+    let echo = record_id(obj, ctx, now.external_id.as_deref()).await?;
     if let Some(reason) = verb {
-        publish(
-            ctx,
-            obj,
-            EventType::Normal,
-            reason,
-            &format!(
-                "upstream object {}",
-                if reason == Reason::Creating {
-                    "created"
-                } else {
-                    "updated"
-                }
-            ),
-        )
-        .await;
+        let note = if reason == Reason::Creating {
+            "upstream object created"
+        } else {
+            "upstream object updated"
+        };
+        ctx.event(obj, EventType::Normal, reason, note).await;
     }
-    Ok((
-        Health::Ready {
+    Ok(Synced {
+        health: Health::Ready {
             reason: Reason::Available,
             message: "upstream matches the spec".into(),
         },
-        observation,
-        wrote,
+        status: Some(now.status),
+        wrote_upstream: verb.is_some(),
         echo,
-    ))
+    })
 }
 
-async fn connect<K, A>(obj: &K, ctx: &Context<A>) -> Result<A::Client, SyncError>
-where
-    K: Managed,
-    A: ExternalResource<K>,
-{
-    let secrets: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    match secrets.get_opt(obj.secret_name()).await? {
-        Some(secret) => Ok(ctx.adapter.connect(obj, &secret)?),
-        None => Err(Failure::terminal(
-            Reason::SecretNotFound,
-            format!(
-                "Secret {:?} not found in namespace {:?}",
-                obj.secret_name(),
-                obj.namespace().unwrap_or_default()
-            ),
-        )
-        .into()),
-    }
-}
-
-/// Deletion: the upstream object goes first (unless Orphan or Observe), then the finalizer.
-async fn finalize<K, A>(obj: &Arc<K>, ctx: &Arc<Context<A>>) -> Result<Action, KubeError>
-where
-    K: Managed,
-    A: ExternalResource<K>,
-{
-    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
-    let keep_upstream = obj.deletion_policy() == DeletionPolicy::Orphan
-        || obj.management_policy() == ManagementPolicy::Observe;
-    if !keep_upstream {
-        let result: Result<(), SyncError> = async {
-            let client = connect(obj.as_ref(), ctx).await?;
-            ctx.adapter.delete(&client, obj.as_ref()).await?;
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => {}
-            Err(SyncError::Kube(e)) => return Err(e),
-            Err(SyncError::Failed(failure)) => {
-                write_status(
-                    obj.as_ref(),
-                    ctx,
-                    &failure.health(),
-                    &Default::default(),
-                    false,
-                )
-                .await?;
-                return Ok(match failure {
-                    Failure::Terminal { .. } => Action::await_change(),
-                    Failure::Transient { retry_after, .. } => {
-                        Action::requeue(ctx.backoff.next_delay(&key(obj.as_ref()), retry_after))
-                    }
-                    Failure::Waiting { .. } => {
-                        Action::requeue(ctx.backoff.next_delay(&key(obj.as_ref()), None))
-                    }
-                });
-            }
-        }
-        publish(
-            ctx,
-            obj.as_ref(),
-            EventType::Normal,
-            Reason::Deleting,
-            "upstream object deleted",
-        )
-        .await;
-    }
-    remove_finalizer(obj.as_ref(), ctx).await?;
-    Ok(Action::await_change())
-}
-
-fn api<K: Managed>(ctx: &Context<impl Sized>, obj: &K) -> Api<K> {
-    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
-}
-
-async fn add_finalizer<K: Managed, A>(obj: &K, ctx: &Context<A>) -> Result<(), kube::Error> {
-    if obj.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let mut finalizers = obj.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_string());
-    patch_finalizers(obj, ctx, finalizers).await
-}
-
-async fn remove_finalizer<K: Managed, A>(obj: &K, ctx: &Context<A>) -> Result<(), kube::Error> {
-    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let finalizers: Vec<String> = obj
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    patch_finalizers(obj, ctx, finalizers).await
-}
-
-/// Replaces the finalizer list at the object's resourceVersion, so a concurrent change of the
-/// list is never lost (the write fails and the reconcile runs again).
-async fn patch_finalizers<K: Managed, A>(
+/// Brings upstream to the spec from what `observe` found: create, update (re-observing when
+/// the object vanished between the read and the write, SPEC 7.1), or nothing. Returns the
+/// upstream state and the Event reason when something visible was done.
+async fn converge<K, A>(
+    adapter: &A,
+    client: &A::Client,
     obj: &K,
-    ctx: &Context<A>,
-    finalizers: Vec<String>,
-) -> Result<(), kube::Error> {
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    api::<K>(ctx, obj)
+    refs: &Resolved,
+    observed: Option<Observed<A, K>>,
+) -> Result<(Observed<A, K>, Option<Reason>), Failure>
+where
+    K: Managed,
+    A: ExternalResource<K>,
+{
+    let found = match observed {
+        None => return Ok((adapter.create(client, obj, refs).await?, Some(Reason::Creating))),
+        Some(found) => found,
+    };
+    match found.drift {
+        Drift::None => Ok((found, None)),
+        // Asserted again without a sign: nothing visible happened.
+        Drift::Unknown => Ok((adapter.update(client, obj, refs, &found).await?, None)),
+        Drift::Differs => match adapter.update(client, obj, refs, &found).await {
+            Ok(updated) => Ok((updated, Some(Reason::Updating))),
+            Err(f) if f.is_gone() => match observe(adapter, client, obj, refs).await? {
+                None => Ok((adapter.create(client, obj, refs).await?, Some(Reason::Creating))),
+                Some(again) if again.drift == Drift::None => Ok((again, None)),
+                Some(again) => Ok((
+                    adapter.update(client, obj, refs, &again).await?,
+                    Some(Reason::Updating),
+                )),
+            },
+            Err(f) => Err(f),
+        },
+    }
+}
+
+/// Records the upstream id in `ctwa.dev/external-id` right after the write, so that a crash
+/// before the status write still finds the object by id instead of creating a duplicate.
+/// Returns the trigger hash the write produces, unless the spec changed meanwhile: then the
+/// reconcile it triggers must run in full (no edit is lost).
+async fn record_id<K, A>(
+    obj: &K,
+    ctx: &Context<K, A>,
+    id: Option<&str>,
+) -> Result<Option<u64>, KubeError>
+where
+    K: Managed,
+{
+    let Some(id) = id.filter(|id| obj.external_id() != Some(*id)) else {
+        return Ok(None);
+    };
+    let patch = json!({"metadata": {"annotations": {EXTERNAL_ID_ANNOTATION: id}}});
+    let patched = api::<K>(&ctx.client, obj)
         .patch(
             &obj.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await?;
-    Ok(())
+    Ok((patched.meta().generation == obj.meta().generation)
+        .then(|| trigger_hash(&patched))
+        .flatten())
 }
 
-/// Writes `.status` only when it differs from what is stored, and emits an Event when the
-/// Ready condition changes.
-async fn write_status<K: Managed, A>(
-    obj: &K,
-    ctx: &Context<A>,
-    health: &Health,
-    fields: &serde_json::Map<String, Value>,
-    wrote_upstream: bool,
-) -> Result<(), KubeError> {
-    let current = serde_json::to_value(obj)
-        .ok()
-        .and_then(|v| v.get("status").cloned())
-        .unwrap_or(json!({}));
-    let mut next = current.as_object().cloned().unwrap_or_default();
-    let now = Time(jiff::Timestamp::now());
-    let generation = obj.meta().generation;
-    let mut conds = obj
-        .common_status()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let before =
-        conditions::find(&conds, conditions::READY).map(|c| (c.status.clone(), c.reason.clone()));
-    apply_health(&mut conds, health, generation, &now);
-    next.insert("observedGeneration".into(), json!(generation));
-    next.insert(
-        "conditions".into(),
-        serde_json::to_value(&conds).unwrap_or_default(),
-    );
-    for (k, v) in fields {
-        next.insert(k.clone(), v.clone());
+fn secret_not_found<K: Managed>(obj: &K) -> Failure {
+    Failure::terminal(
+        Reason::SecretNotFound,
+        format!(
+            "Secret {:?} not found in namespace {:?}",
+            obj.secret_name(),
+            obj.namespace().unwrap_or_default()
+        ),
+    )
+}
+
+/// Deletion: the upstream object goes first (unless Orphan, Observe, or owned by another
+/// object), then the finalizer.
+async fn finalize<K, A>(obj: &K, ctx: &Context<K, A>) -> Result<(Action, &'static str), KubeError>
+where
+    K: Managed,
+    A: ExternalResource<K>,
+{
+    if !has_finalizer(obj) {
+        return Ok((Action::await_change(), "success"));
     }
-    if Value::Object(next.clone()) == current && !wrote_upstream {
-        return Ok(());
+    let key = object_key(obj);
+    let keep_upstream = obj.deletion_policy() == DeletionPolicy::Orphan
+        || obj.management_policy() == ManagementPolicy::Observe;
+    if !keep_upstream && obj.is_paused() {
+        let health = Health::NotReady {
+            reason: Reason::ReconcilePaused,
+            message: "deletion waits: ctwa.dev/paused is true (unpause it, or set deletionPolicy: Orphan to leave the upstream object)".into(),
+        };
+        ctx.status(obj, &health, None, false).await?;
+        return Ok((Action::await_change(), "paused"));
     }
-    // Refreshed only together with another change, so that steady state writes nothing.
-    if health.is_ready() {
-        next.insert("lastSyncTime".into(), json!(now));
+    let owner = ctx.other_owner(obj);
+    if !keep_upstream && owner.is_none() {
+        match delete_upstream(obj, ctx).await {
+            Ok(note) => {
+                ctx.event(obj, EventType::Normal, Reason::Deleting, &note)
+                    .await
+            }
+            Err(SyncError::Kube(e)) => return Err(e),
+            Err(SyncError::Failed(failure)) => {
+                ctx.status(obj, &failure.health(), None, false).await?;
+                let action = match &failure {
+                    Failure::Waiting { .. } => {
+                        Action::requeue(ctx.backoff.next_delay(&key, None))
+                    }
+                    other => retry_after(ctx, &key, other),
+                };
+                return Ok((action, outcome_of(&failure)));
+            }
+        }
     }
-    let patch = json!({"status": next});
-    api::<K>(ctx, obj)
-        .patch_status(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
+    remove_finalizer(&ctx.client, obj).await?;
+    ctx.backoff.reset(&key);
+    ctx.peers.release(obj, &ctx.claims());
+    Ok((Action::await_change(), "success"))
+}
+
+/// Removes the upstream object; the note for the Event says what happened.
+async fn delete_upstream<K, A>(obj: &K, ctx: &Context<K, A>) -> Result<String, SyncError>
+where
+    K: Managed,
+    A: ExternalResource<K>,
+{
+    let adapter = &ctx.adapter;
+    let id = known_id(adapter, obj);
+    let knows_upstream = id.is_some() || adapter.wrote_upstream(obj);
+    let released = |why: &str| {
+        Ok(format!(
+            "nothing is known upstream and {why}: nothing to delete, finalizer released"
+        ))
+    };
+    let found = ctx
+        .credentials
+        .read(
+            &ctx.client,
+            &obj.namespace().unwrap_or_default(),
+            obj.secret_name(),
         )
         .await?;
-    let after = (
-        if health.is_ready() { "True" } else { "False" }.to_string(),
-        health.reason().as_str().to_string(),
-    );
-    if before.as_ref() != Some(&after) {
-        let type_ = if matches!(health, Health::Ready { .. } | Health::NotReady { .. }) {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        publish(ctx, obj, type_, health.reason(), health.message()).await;
-    }
-    Ok(())
-}
-
-async fn publish<K: Managed, A>(
-    ctx: &Context<A>,
-    obj: &K,
-    type_: EventType,
-    reason: Reason,
-    note: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.as_str().into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
+    let secret = match found {
+        Found::Live(secret) | Found::Remembered(secret) => secret,
+        Found::Missing if !knows_upstream => return released("the Secret does not exist"),
+        Found::Missing => {
+            return Err(Failure::terminal(
+                Reason::SecretNotFound,
+                format!(
+                    "Secret {:?} not found in namespace {:?}, and this process never read it: the upstream object cannot be deleted; restore the Secret, or set deletionPolicy: Orphan to leave it",
+                    obj.secret_name(),
+                    obj.namespace().unwrap_or_default()
+                ),
+            )
+            .into());
+        }
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::debug!(error = %e, "event not recorded");
+    let client = match adapter.connect(obj, &secret) {
+        Ok(client) => client,
+        Err(_) if !knows_upstream => return released("the credentials are unusable"),
+        Err(f) => return Err(f.into()),
+    };
+    // A reference that no longer resolves (its keyword went first) leaves the adapter to
+    // what the status recorded.
+    let refs = references::resolve(&ctx.client, obj)
+        .await
+        .unwrap_or_default();
+    match adapter.delete(&client, obj, &refs, id.as_deref()).await {
+        Ok(()) => Ok("upstream object deleted".into()),
+        Err(f) if f.is_gone() => Ok("upstream object already gone".into()),
+        Err(Failure::Terminal {
+            reason: Reason::InvalidCredentials,
+            ..
+        }) if !knows_upstream => released("the credentials are rejected"),
+        Err(f) => Err(f.into()),
     }
 }
 

@@ -8,9 +8,34 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    CommonStatus, CtwaTracking, DeletionPolicy, EXTERNAL_ID_ANNOTATION, ManagementPolicy,
-    PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION, SignalsKeyword, SignalsPostback, XWebEventTag,
+    CommonStatus, CtwaTracking, CtwaTrackingStatus, DeletionPolicy, EXTERNAL_ID_ANNOTATION,
+    ManagementPolicy, PAUSED_ANNOTATION, PostbackEvent, RESYNC_INTERVAL_ANNOTATION,
+    SignalsKeyword, SignalsKeywordStatus, SignalsPostback, SignalsPostbackStatus, XWebEventTag,
+    XWebEventTagStatus,
 };
+
+/// The least drift-check interval an annotation can ask for (SPEC 7.1).
+pub const RESYNC_FLOOR: Duration = Duration::from_secs(10);
+
+/// A kind's typed status: the common part the reconciler writes, plus the kind's own fields
+/// that its adapter fills.
+pub trait KindStatus:
+    Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + Send + Sync + 'static
+{
+    fn common(&self) -> &CommonStatus;
+    fn common_mut(&mut self) -> &mut CommonStatus;
+}
+
+/// Another object of this operator that an object depends on, in its own namespace. The
+/// generic reconciler resolves it before the adapter runs and reconciles the object again
+/// when it changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reference {
+    /// A SignalsKeyword, for its keyword id once Ready.
+    Keyword(String),
+    /// A ConversionBridge, for its postback endpoint and token.
+    Bridge(String),
+}
 
 /// A custom resource the generic reconciler can drive.
 pub trait Managed:
@@ -23,18 +48,24 @@ pub trait Managed:
     + Sync
     + 'static
 {
+    type Status: KindStatus;
+
     /// The Secret (same namespace) with the upstream credentials.
     fn secret_name(&self) -> &str;
-    /// Whether a change of the Secret `name` (same namespace) concerns this object.
-    fn uses_secret(&self, name: &str) -> bool {
-        self.secret_name() == name
-    }
     fn deletion_policy(&self) -> DeletionPolicy;
     fn management_policy(&self) -> ManagementPolicy {
         ManagementPolicy::Manage
     }
+    /// The status, if one was written yet.
+    fn status(&self) -> Option<&Self::Status>;
     /// The common part of the status, if a status was written yet.
-    fn common_status(&self) -> Option<&CommonStatus>;
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status().map(KindStatus::common)
+    }
+    /// The objects this one depends on.
+    fn references(&self) -> Vec<Reference> {
+        Vec::new()
+    }
     /// How often upstream is re-read when nothing happens, unless the object overrides it.
     fn default_resync(global: Duration) -> Duration {
         global
@@ -52,13 +83,32 @@ pub trait ManagedExt: Managed {
         annotation(self, EXTERNAL_ID_ANNOTATION).filter(|id| !id.is_empty())
     }
 
-    /// The drift-check interval: the `ctwa.dev/resync-interval` annotation when it parses,
-    /// else the kind's default. An unparsable annotation falls back rather than failing the
-    /// object; the reconciler reports it in an Event.
-    fn resync_interval(&self, global: Duration) -> Result<Duration, String> {
-        match annotation(self, RESYNC_INTERVAL_ANNOTATION) {
-            None => Ok(Self::default_resync(global)),
-            Some(text) => crate::runtime::duration::parse_duration(text),
+    /// The drift-check interval, and what is wrong with the `ctwa.dev/resync-interval`
+    /// annotation if it cannot be used as written: an unparsable value gives the kind's
+    /// default, one below [`RESYNC_FLOOR`] is raised to it. Neither fails the object; the
+    /// reconciler reports the problem in an Event.
+    fn resync_interval(&self, global: Duration) -> (Duration, Option<String>) {
+        let Some(text) = annotation(self, RESYNC_INTERVAL_ANNOTATION) else {
+            return (Self::default_resync(global), None);
+        };
+        match crate::runtime::duration::parse_duration(text) {
+            Ok(d) if d < RESYNC_FLOOR => (
+                RESYNC_FLOOR,
+                Some(format!(
+                    "{RESYNC_INTERVAL_ANNOTATION} {text:?} is below the floor of 10s: using 10s"
+                )),
+            ),
+            Ok(d) => (d, None),
+            Err(e) => {
+                let default = Self::default_resync(global);
+                (
+                    default,
+                    Some(format!(
+                        "{RESYNC_INTERVAL_ANNOTATION}: {e}; using {}s",
+                        default.as_secs()
+                    )),
+                )
+            }
         }
     }
 }
@@ -74,14 +124,15 @@ fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
 }
 
 impl Managed for CtwaTracking {
+    type Status = CtwaTrackingStatus;
     fn secret_name(&self) -> &str {
         &self.spec.secret_ref.name
     }
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
     }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
+    fn status(&self) -> Option<&CtwaTrackingStatus> {
+        self.status.as_ref()
     }
     /// The Hub has no read endpoint, so each resync is a write: once an hour is enough.
     fn default_resync(_global: Duration) -> Duration {
@@ -91,13 +142,14 @@ impl Managed for CtwaTracking {
 
 /// The kinds with a `managementPolicy` share every accessor.
 macro_rules! managed_with_policy {
-    ($($kind:ty $(=> uses_secret: $uses:path)?),*) => {$(
+    ($($kind:ty : $status:ty $(=> $extra:ident)?),*) => {$(
         impl Managed for $kind {
+            type Status = $status;
             fn secret_name(&self) -> &str {
                 &self.spec.secret_ref.name
             }
-            $(fn uses_secret(&self, name: &str) -> bool {
-                $uses(self, name)
+            $(fn references(&self) -> Vec<Reference> {
+                $extra(self)
             })?
             fn deletion_policy(&self) -> DeletionPolicy {
                 self.spec.deletion_policy
@@ -105,27 +157,63 @@ macro_rules! managed_with_policy {
             fn management_policy(&self) -> ManagementPolicy {
                 self.spec.management_policy
             }
-            fn common_status(&self) -> Option<&CommonStatus> {
-                self.status.as_ref().map(|s| &s.common)
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
             }
         }
     )*};
 }
 
 managed_with_policy!(
-    SignalsKeyword,
-    SignalsPostback => uses_secret: postback_uses_secret,
-    XWebEventTag
+    SignalsKeyword: SignalsKeywordStatus,
+    SignalsPostback: SignalsPostbackStatus => postback_references,
+    XWebEventTag: XWebEventTagStatus
 );
 
-/// A postback to a bridge carries the bridge's token: it follows the token Secret too.
-fn postback_uses_secret(postback: &SignalsPostback, name: &str) -> bool {
-    postback.spec.secret_ref.name == name
-        || postback
-            .spec
-            .bridge_ref
-            .as_ref()
-            .is_some_and(|b| crate::api::postback_token_secret(&b.name) == name)
+/// A postback follows its keyword (event Keyword with keywordRef) and its bridge.
+fn postback_references(postback: &SignalsPostback) -> Vec<Reference> {
+    let spec = &postback.spec;
+    let keyword = spec
+        .keyword_ref
+        .as_ref()
+        .filter(|_| spec.event == PostbackEvent::Keyword)
+        .map(|r| Reference::Keyword(r.name.clone()));
+    let bridge = spec
+        .bridge_ref
+        .as_ref()
+        .filter(|_| spec.url.is_none())
+        .map(|r| Reference::Bridge(r.name.clone()));
+    keyword.into_iter().chain(bridge).collect()
+}
+
+/// Every kind's status carries the common part flattened.
+macro_rules! kind_status {
+    ($($status:ty),*) => {$(
+        impl KindStatus for $status {
+            fn common(&self) -> &CommonStatus {
+                &self.common
+            }
+            fn common_mut(&mut self) -> &mut CommonStatus {
+                &mut self.common
+            }
+        }
+    )*};
+}
+
+kind_status!(
+    CtwaTrackingStatus,
+    SignalsKeywordStatus,
+    SignalsPostbackStatus,
+    XWebEventTagStatus
+);
+
+/// Whether a change of the Secret `name` (same namespace) concerns `obj`: its credentials, or
+/// the token Secret of a bridge it references.
+pub fn uses_secret<K: Managed>(obj: &K, name: &str) -> bool {
+    obj.secret_name() == name
+        || obj.references().iter().any(
+            |r| matches!(r, Reference::Bridge(b) if crate::api::postback_token_secret(b) == name),
+        )
 }
 
 #[cfg(test)]
@@ -141,10 +229,25 @@ mod tests {
         }))
         .unwrap();
         let global = Duration::from_secs(600);
-        assert_eq!(kw.resync_interval(global).unwrap(), global);
-        kw.metadata.annotations =
-            Some([(RESYNC_INTERVAL_ANNOTATION.to_string(), "5s".to_string())].into());
-        assert_eq!(kw.resync_interval(global).unwrap(), Duration::from_secs(5));
+        assert_eq!(kw.resync_interval(global), (global, None));
+        let with = |kw: &mut SignalsKeyword, v: &str| {
+            kw.metadata.annotations =
+                Some([(RESYNC_INTERVAL_ANNOTATION.to_string(), v.to_string())].into());
+        };
+        with(&mut kw, "15s");
+        assert_eq!(kw.resync_interval(global), (Duration::from_secs(15), None));
+        for short in ["1ms", "5s", "9999ms"] {
+            with(&mut kw, short);
+            let (d, problem) = kw.resync_interval(global);
+            assert_eq!(d, RESYNC_FLOOR, "{short}");
+            assert!(problem.unwrap().contains("floor"), "{short}");
+        }
+        with(&mut kw, "soon");
+        let (d, problem) = kw.resync_interval(global);
+        assert_eq!(d, global);
+        assert!(problem.unwrap().contains("not a duration like 90s"));
+        with(&mut kw, "0s");
+        assert_eq!(kw.resync_interval(global).0, global);
         assert_eq!(
             CtwaTracking::default_resync(global),
             Duration::from_secs(3600)

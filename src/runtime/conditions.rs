@@ -25,6 +25,10 @@ pub enum Reason {
     NotFound,
     /// A ConversionBridge with `suspend: true`.
     Suspended,
+    /// Another object already manages the same upstream object (SPEC 7.1).
+    AlreadyManaged,
+    /// A `ctwa.dev/*` annotation could not be used as written (Events only).
+    InvalidAnnotation,
 }
 
 impl Reason {
@@ -44,6 +48,8 @@ impl Reason {
             Reason::Observed => "Observed",
             Reason::NotFound => "NotFound",
             Reason::Suspended => "Suspended",
+            Reason::AlreadyManaged => "AlreadyManaged",
+            Reason::InvalidAnnotation => "InvalidAnnotation",
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum Failure {
     Terminal { reason: Reason, message: String },
     /// Waiting for another object (e.g. a referenced keyword without an id yet).
     Waiting { reason: Reason, message: String },
+    /// The upstream object itself answered that it does not exist (its own 404, SPEC 7.1):
+    /// a deletion is done, an update must re-observe. Anywhere else it is Terminal.
+    Gone { message: String },
 }
 
 impl Failure {
@@ -38,13 +41,32 @@ impl Failure {
             } => Health::Progressing { reason, message },
             Failure::Terminal { reason, message } => Health::Stalled { reason, message },
             Failure::Waiting { reason, message } => Health::NotReady { reason, message },
+            Failure::Gone { message } => Health::Stalled {
+                reason: Reason::UpstreamRejected,
+                message,
+            },
         }
+    }
+
+    /// The same failure where "gone" means nothing special: Gone becomes Terminal.
+    pub fn settled(self) -> Self {
+        match self {
+            Failure::Gone { message } => Failure::terminal(Reason::UpstreamRejected, message),
+            other => other,
+        }
+    }
+
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Failure::Gone { .. })
     }
 }
 
 impl From<UpstreamError> for Failure {
     fn from(e: UpstreamError) -> Self {
         let message = e.to_string();
+        if e.is_not_found() {
+            return Failure::Gone { message };
+        }
         match e.class() {
             ErrorClass::Transient => Failure::Transient {
                 reason: Reason::UpstreamUnavailable,
@@ -67,5 +89,14 @@ impl From<UpstreamError> for Failure {
 impl From<CredentialsError> for Failure {
     fn from(e: CredentialsError) -> Self {
         Failure::terminal(Reason::InvalidCredentials, e.to_string())
+    }
+}
+
+impl From<crate::upstream::clients::ClientError> for Failure {
+    fn from(e: crate::upstream::clients::ClientError) -> Self {
+        match e {
+            crate::upstream::clients::ClientError::Credentials(e) => e.into(),
+            crate::upstream::clients::ClientError::Upstream(e) => Failure::from(e).settled(),
+        }
     }
 }

@@ -47,3 +47,62 @@ impl Scope {
 #[derive(Debug, thiserror::Error)]
 #[error("kubernetes API: {0}")]
 pub struct KubeError(#[from] pub kube::Error);
+
+/// The objects in `store` that reference `changed` by name in its namespace — the one mapper
+/// behind every "this changed, so reconcile what uses it" (Secrets, keywords, bridges, tags).
+pub fn referencing<K, R>(
+    store: &Store<K>,
+    changed: &R,
+    refers: impl Fn(&K, &str) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    R: Resource,
+{
+    let namespace = &changed.meta().namespace;
+    let name = changed.meta().name.as_deref().unwrap_or_default();
+    store
+        .state()
+        .into_iter()
+        .filter(|o| &o.meta().namespace == namespace && refers(o, name))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// A trigger that reconciles the objects referencing an `R` whenever `R` changes in a way
+/// `significant` notices (every change when it hashes the whole object).
+pub fn follow<K, R>(
+    api: Api<R>,
+    significant: fn(&R) -> Option<u64>,
+    refers: fn(&K, &str) -> bool,
+) -> Trigger<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    R: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    Box::new(move |store| {
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(significant, Default::default())
+            .filter_map(|r| std::future::ready(r.ok()))
+            .flat_map(move |changed| futures::stream::iter(referencing(&store, &changed, refers)))
+            .boxed()
+    })
+}
+
+/// A `significant` for [`follow`] that notices every change of the resourceVersion.
+pub fn any_change<R: Resource>(r: &R) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    r.meta().resource_version.hash(&mut h);
+    Some(h.finish())
+}

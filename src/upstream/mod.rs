@@ -18,6 +18,7 @@
 //! - [`error`]: every call returns [`error::UpstreamError`]; `class()` says whether to
 //!   retry (transient), wait (rate limited) or stall (terminal).
 pub mod budget;
+pub mod clients;
 pub mod error;
 pub mod http;
 pub mod hub;

@@ -1,67 +1,90 @@
 //! CtwaTracking ↔ CTWA tracking of a channel at the 360dialog Hub.
 //!
-//! The Hub has no read endpoint, so "observe" cannot see drift: every reconcile (a spec
-//! change, or once per resync interval, default 1h) asserts the desired state again.
+//! The Hub has no read endpoint, so drift cannot be seen: a spec change is applied at once,
+//! and once per resync interval (default 1 h) the desired state is asserted again, quietly.
 
 use k8s_openapi::api::core::v1::Secret;
-use serde_json::{Map, json};
 
-use super::DialogUpstream;
-use crate::api::CtwaTracking;
-use crate::managed::external::{ExternalResource, Observation};
+use crate::api::{CtwaTracking, CtwaTrackingStatus};
+use crate::managed::external::{Drift, ExternalResource, Observation, Resolved};
 use crate::runtime::failure::Failure;
+use crate::upstream::clients::DialogUpstream;
 use crate::upstream::hub::HubClient;
 
 pub struct CtwaTrackingAdapter(pub DialogUpstream);
 
-fn applied(enabled: bool) -> Observation {
-    let mut status = Map::new();
-    status.insert("enabled".into(), json!(enabled));
+type Observed = Observation<(), CtwaTrackingStatus>;
+
+fn applied(enabled: bool, drift: Drift) -> Observed {
     Observation {
-        exists: true,
-        up_to_date: true,
         external_id: None,
-        status,
-        upstream: serde_json::Value::Null,
+        drift,
+        status: CtwaTrackingStatus {
+            enabled: Some(enabled),
+            ..Default::default()
+        },
+        upstream: (),
     }
 }
 
 impl ExternalResource<CtwaTracking> for CtwaTrackingAdapter {
     type Client = HubClient;
+    type Upstream = ();
 
     fn connect(&self, _obj: &CtwaTracking, secret: &Secret) -> Result<HubClient, Failure> {
-        let up = &self.0;
-        Ok(HubClient::new(
-            up.transport.clone(),
-            &up.hub_url,
-            up.tokens.clone(),
-            DialogUpstream::auth(secret)?,
-        )?)
+        Ok(self.0.hub_client(secret)?)
     }
 
-    /// Unknown upstream state: always "exists, needs asserting".
-    async fn observe(
+    fn claims(&self, obj: &CtwaTracking) -> Vec<String> {
+        let s = &obj.spec;
+        vec![format!(
+            "channel:{}/{}/{}",
+            s.partner_id, s.client_id, s.channel_id
+        )]
+    }
+
+    /// Tracking was switched (on or off) for this object at least once.
+    fn wrote_upstream(&self, obj: &CtwaTracking) -> bool {
+        obj.status.as_ref().is_some_and(|s| s.enabled.is_some())
+    }
+
+    /// Unknown upstream state: what the status says was applied for this generation is
+    /// asserted again quietly; anything else is a change to apply.
+    async fn find(
         &self,
         _client: &HubClient,
-        _obj: &CtwaTracking,
-    ) -> Result<Observation, Failure> {
-        Ok(Observation {
-            exists: true,
-            up_to_date: false,
-            ..Default::default()
-        })
+        obj: &CtwaTracking,
+        _refs: &Resolved,
+    ) -> Result<Option<Observed>, Failure> {
+        let applied_now = obj.status.as_ref().is_some_and(|s| {
+            s.enabled == Some(obj.spec.enabled)
+                && s.common.observed_generation == obj.metadata.generation
+        });
+        let drift = if applied_now {
+            Drift::Unknown
+        } else {
+            Drift::Differs
+        };
+        Ok(Some(applied(obj.spec.enabled, drift)))
     }
 
-    async fn create(&self, client: &HubClient, obj: &CtwaTracking) -> Result<Observation, Failure> {
-        self.update(client, obj, &Observation::default()).await
+    async fn create(
+        &self,
+        client: &HubClient,
+        obj: &CtwaTracking,
+        refs: &Resolved,
+    ) -> Result<Observed, Failure> {
+        self.update(client, obj, refs, &applied(obj.spec.enabled, Drift::Differs))
+            .await
     }
 
     async fn update(
         &self,
         client: &HubClient,
         obj: &CtwaTracking,
-        _observed: &Observation,
-    ) -> Result<Observation, Failure> {
+        _refs: &Resolved,
+        observed: &Observed,
+    ) -> Result<Observed, Failure> {
         let s = &obj.spec;
         if s.enabled {
             client
@@ -72,16 +95,20 @@ impl ExternalResource<CtwaTracking> for CtwaTrackingAdapter {
                 .disable_ctwa(&s.partner_id, &s.client_id, &s.channel_id)
                 .await?;
         }
-        Ok(applied(s.enabled))
+        Ok(applied(s.enabled, observed.drift))
     }
 
     /// Deletion with policy Delete switches tracking off; an unknown channel is already off.
-    async fn delete(&self, client: &HubClient, obj: &CtwaTracking) -> Result<(), Failure> {
+    async fn delete(
+        &self,
+        client: &HubClient,
+        obj: &CtwaTracking,
+        _refs: &Resolved,
+        _id: Option<&str>,
+    ) -> Result<(), Failure> {
         let s = &obj.spec;
-        super::gone_is_ok(
-            client
-                .disable_ctwa(&s.partner_id, &s.client_id, &s.channel_id)
-                .await,
-        )
+        Ok(client
+            .disable_ctwa(&s.partner_id, &s.client_id, &s.channel_id)
+            .await?)
     }
 }

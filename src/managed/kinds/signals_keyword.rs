@@ -1,26 +1,20 @@
 //! SignalsKeyword ↔ a Signals tracked keyword.
 
 use k8s_openapi::api::core::v1::Secret;
-use serde_json::{Map, Value, json};
 
-use super::DialogUpstream;
-use crate::api::SignalsKeyword;
-use crate::managed::external::{ExternalResource, Observation};
+use crate::api::{ObservedKeyword, SignalsKeyword, SignalsKeywordStatus};
+use crate::managed::external::{Drift, ExternalResource, Observation, Resolved};
 use crate::managed::resource::ManagedExt;
+use crate::runtime::conditions::Reason;
 use crate::runtime::failure::Failure;
+use crate::upstream::clients::DialogUpstream;
 use crate::upstream::signals::{Keyword, KeywordFilter, KeywordStatus, SignalsClient};
 
 const MAX_PREVIOUS_IDS: usize = 10;
 
 pub struct SignalsKeywordAdapter(pub DialogUpstream);
 
-impl SignalsKeywordAdapter {
-    fn known_id(obj: &SignalsKeyword) -> Option<String> {
-        obj.external_id()
-            .map(String::from)
-            .or_else(|| obj.status.as_ref().and_then(|s| s.keyword_id.clone()))
-    }
-}
+type Observed = Observation<Keyword, SignalsKeywordStatus>;
 
 /// The keyword's scope: its ad, or the account-wide shared keywords.
 fn scope_filter(obj: &SignalsKeyword) -> KeywordFilter {
@@ -31,84 +25,123 @@ fn scope_filter(obj: &SignalsKeyword) -> KeywordFilter {
     }
 }
 
-fn observation(obj: &SignalsKeyword, keyword: &Keyword) -> Observation {
-    let mut status = Map::new();
-    status.insert("keywordId".into(), json!(keyword.id));
-    status.insert(
-        "observed".into(),
-        json!({
-            "id": keyword.id,
-            "keyword": keyword.keyword,
-            "adId": keyword.ad_id,
-            "shared": keyword.is_shared,
-            "status": match keyword.status {
+fn previous_ids(obj: &SignalsKeyword) -> Vec<String> {
+    obj.status
+        .iter()
+        .flat_map(|s| s.previous_keyword_ids.iter().cloned())
+        .collect()
+}
+
+fn observation(obj: &SignalsKeyword, keyword: Keyword, previous: Vec<String>) -> Observed {
+    let status = SignalsKeywordStatus {
+        keyword_id: Some(keyword.id.clone()),
+        previous_keyword_ids: previous,
+        observed: Some(ObservedKeyword {
+            id: keyword.id.clone(),
+            keyword: keyword.keyword.clone(),
+            ad_id: keyword.ad_id.clone(),
+            shared: keyword.is_shared,
+            status: match keyword.status {
                 KeywordStatus::Active => "active",
                 KeywordStatus::Archived => "archived",
                 KeywordStatus::Unknown => "unknown",
-            },
+            }
+            .into(),
         }),
-    );
+        ..Default::default()
+    };
     Observation {
-        exists: keyword.status == KeywordStatus::Active,
-        up_to_date: keyword.keyword == obj.spec.keyword,
         external_id: Some(keyword.id.clone()),
+        drift: if keyword.keyword == obj.spec.keyword {
+            Drift::None
+        } else {
+            Drift::Differs
+        },
         status,
-        upstream: serde_json::Value::Null,
+        upstream: keyword,
     }
 }
 
 impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
     type Client = SignalsClient;
+    type Upstream = Keyword;
 
     fn connect(&self, obj: &SignalsKeyword, secret: &Secret) -> Result<SignalsClient, Failure> {
-        self.0
-            .signals_client(&obj.spec.client_id, &obj.spec.app_id, secret)
+        Ok(self
+            .0
+            .budgeted_signals_client(&obj.spec.client_id, &obj.spec.app_id, secret)?)
     }
 
-    /// By id first; an archived or vanished keyword falls back to the natural key (an active
-    /// keyword with the same text in the same scope), so a crash between create and the
-    /// status write never leads to a duplicate.
-    async fn observe(
+    /// The text in its scope, and every id the object knows, within its client and app.
+    fn claims(&self, obj: &SignalsKeyword) -> Vec<String> {
+        let s = &obj.spec;
+        let app = format!("{}/{}", s.client_id, s.app_id);
+        let scope = if s.shared {
+            "shared"
+        } else {
+            s.ad_id.as_deref().unwrap_or("")
+        };
+        let ids = obj
+            .external_id()
+            .map(String::from)
+            .into_iter()
+            .chain(self.recorded_id(obj));
+        std::iter::once(format!("keyword:{app}/{scope}/{}", s.keyword))
+            .chain(ids.map(|id| format!("keyword-id:{app}/{id}")))
+            .collect()
+    }
+
+    fn recorded_id(&self, obj: &SignalsKeyword) -> Option<String> {
+        obj.status.as_ref().and_then(|s| s.keyword_id.clone())
+    }
+
+    async fn get(
         &self,
         client: &SignalsClient,
         obj: &SignalsKeyword,
-    ) -> Result<Observation, Failure> {
-        if let Some(id) = Self::known_id(obj) {
-            match client.get_keyword(&id).await {
-                Ok(k) if k.status == KeywordStatus::Active => return Ok(observation(obj, &k)),
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        _refs: &Resolved,
+        id: &str,
+    ) -> Result<Option<Observed>, Failure> {
+        let keyword = client.get_keyword(id).await?;
+        Ok((keyword.status == KeywordStatus::Active)
+            .then(|| observation(obj, keyword, previous_ids(obj))))
+    }
+
+    /// An active keyword with the same text in the same scope.
+    async fn find(
+        &self,
+        client: &SignalsClient,
+        obj: &SignalsKeyword,
+        _refs: &Resolved,
+    ) -> Result<Option<Observed>, Failure> {
         let candidates = client.list_all_keywords(&scope_filter(obj)).await?;
         Ok(candidates
-            .iter()
+            .into_iter()
             .find(|k| {
                 k.keyword == obj.spec.keyword
                     && k.ad_id == obj.spec.ad_id
                     && k.status == KeywordStatus::Active
             })
-            .map(|k| observation(obj, k))
-            .unwrap_or_default())
+            .map(|k| observation(obj, k, previous_ids(obj))))
     }
 
     async fn create(
         &self,
         client: &SignalsClient,
         obj: &SignalsKeyword,
-    ) -> Result<Observation, Failure> {
+        _refs: &Resolved,
+    ) -> Result<Observed, Failure> {
         let keyword = match (&obj.spec.ad_id, obj.spec.shared) {
             (_, true) => client.create_shared_keyword(&obj.spec.keyword).await?,
             (Some(ad), false) => client.create_keyword(ad, &obj.spec.keyword).await?,
             (None, false) => {
                 return Err(Failure::terminal(
-                    crate::runtime::conditions::Reason::UpstreamRejected,
+                    Reason::UpstreamRejected,
                     "a keyword needs adId, or shared: true",
                 ));
             }
         };
-        Ok(observation(obj, &keyword))
+        Ok(observation(obj, keyword, previous_ids(obj)))
     }
 
     /// Signals replaces a keyword on PATCH: the old id is archived and kept in
@@ -117,29 +150,28 @@ impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
         &self,
         client: &SignalsClient,
         obj: &SignalsKeyword,
-        observed: &Observation,
-    ) -> Result<Observation, Failure> {
-        let old = observed.external_id.clone().unwrap_or_default();
+        _refs: &Resolved,
+        observed: &Observed,
+    ) -> Result<Observed, Failure> {
+        let old = observed.upstream.id.clone();
         let keyword = client.patch_keyword(&old, &obj.spec.keyword).await?;
-        let mut result = observation(obj, &keyword);
-        let mut previous: Vec<String> = vec![old];
-        previous.extend(
-            obj.status
-                .iter()
-                .flat_map(|s| s.previous_keyword_ids.iter().cloned()),
-        );
+        let mut previous = vec![old];
+        previous.extend(previous_ids(obj));
         previous.dedup();
         previous.truncate(MAX_PREVIOUS_IDS);
-        result
-            .status
-            .insert("previousKeywordIds".into(), Value::from(previous));
-        Ok(result)
+        Ok(observation(obj, keyword, previous))
     }
 
-    async fn delete(&self, client: &SignalsClient, obj: &SignalsKeyword) -> Result<(), Failure> {
-        let Some(id) = Self::known_id(obj) else {
-            return Ok(());
-        };
-        super::gone_is_ok(client.delete_keyword(&id).await)
+    async fn delete(
+        &self,
+        client: &SignalsClient,
+        _obj: &SignalsKeyword,
+        _refs: &Resolved,
+        id: Option<&str>,
+    ) -> Result<(), Failure> {
+        match id {
+            Some(id) => Ok(client.delete_keyword(id).await?),
+            None => Ok(()),
+        }
     }
 }

@@ -1,14 +1,12 @@
 //! XWebEventTag ↔ an X web event tag.
 
 use k8s_openapi::api::core::v1::Secret;
-use serde_json::{Map, json};
 
-use super::{XUpstream, secret_data};
-use crate::api::XWebEventTag;
-use crate::managed::external::{ExternalResource, Observation};
+use crate::api::{ObservedWebEventTag, XWebEventTag, XWebEventTagStatus};
+use crate::managed::external::{Drift, ExternalResource, Observation, Resolved};
 use crate::managed::resource::ManagedExt;
 use crate::runtime::failure::Failure;
-use crate::upstream::secret::XCredentials;
+use crate::upstream::clients::XUpstream;
 use crate::upstream::x_ads::{Tag, TagParams, TagUpdate, XAdsClient};
 
 pub struct XWebEventTagAdapter(pub XUpstream);
@@ -36,84 +34,90 @@ fn changes(obj: &XWebEventTag, tag: &Tag) -> TagUpdate {
     }
 }
 
-fn observation(obj: &XWebEventTag, tag: &Tag) -> Observation {
-    let mut status = Map::new();
-    status.insert("tagId".into(), json!(tag.id));
-    status.insert(
-        "observed".into(),
-        json!({
-            "id": tag.id,
-            "name": tag.name,
-            "type": tag.tag_type.clone().unwrap_or_default(),
-            "clickWindow": tag.click_window.unwrap_or_default(),
-            "viewThroughWindow": tag.view_through_window.unwrap_or_default(),
-            "retargetingEnabled": tag.retargeting_enabled.unwrap_or_default(),
-            "status": tag.status,
-        }),
-    );
-    Observation {
-        exists: !tag.deleted,
-        up_to_date: changes(obj, tag).is_empty(),
-        external_id: Some(tag.id.clone()),
-        status,
-        upstream: json!({
-            "id": tag.id,
-            "name": tag.name,
-            "type": tag.tag_type,
-            "click_window": tag.click_window,
-            "view_through_window": tag.view_through_window,
-            "retargeting_enabled": tag.retargeting_enabled,
-            "deleted": tag.deleted,
-        }),
-    }
-}
+type Observed = Observation<Tag, XWebEventTagStatus>;
 
-fn known_id(obj: &XWebEventTag) -> Option<String> {
-    obj.external_id()
-        .map(String::from)
-        .or_else(|| obj.status.as_ref().and_then(|s| s.tag_id.clone()))
+fn observation(obj: &XWebEventTag, tag: Tag) -> Observed {
+    let status = XWebEventTagStatus {
+        tag_id: Some(tag.id.clone()),
+        observed: Some(ObservedWebEventTag {
+            id: tag.id.clone(),
+            name: tag.name.clone(),
+            tag_type: tag.tag_type.clone().unwrap_or_default(),
+            click_window: tag.click_window.unwrap_or_default() as i32,
+            view_through_window: tag.view_through_window.unwrap_or_default() as i32,
+            retargeting_enabled: tag.retargeting_enabled.unwrap_or_default(),
+            status: tag.status.clone(),
+        }),
+        ..Default::default()
+    };
+    Observation {
+        external_id: Some(tag.id.clone()),
+        drift: if changes(obj, &tag).is_empty() {
+            Drift::None
+        } else {
+            Drift::Differs
+        },
+        status,
+        upstream: tag,
+    }
 }
 
 impl ExternalResource<XWebEventTag> for XWebEventTagAdapter {
     type Client = XAdsClient;
+    type Upstream = Tag;
 
     fn connect(&self, _obj: &XWebEventTag, secret: &Secret) -> Result<XAdsClient, Failure> {
-        let credentials = XCredentials::from_secret_data(&secret_data(secret))?;
-        Ok(XAdsClient::new(
-            self.0.transport.clone(),
-            &self.0.x_ads_url,
-            credentials,
-        )?)
+        Ok(self.0.client(secret)?)
     }
 
-    /// By id first, then by exact name among the account's non-deleted tags.
-    async fn observe(
+    /// The name within the account, and every id the object knows.
+    fn claims(&self, obj: &XWebEventTag) -> Vec<String> {
+        let account = &obj.spec.account_id;
+        let ids = obj
+            .external_id()
+            .map(String::from)
+            .into_iter()
+            .chain(self.recorded_id(obj));
+        std::iter::once(format!("tag:{account}/{}", obj.spec.name))
+            .chain(ids.map(|id| format!("tag-id:{account}/{id}")))
+            .collect()
+    }
+
+    fn recorded_id(&self, obj: &XWebEventTag) -> Option<String> {
+        obj.status.as_ref().and_then(|s| s.tag_id.clone())
+    }
+
+    async fn get(
         &self,
         client: &XAdsClient,
         obj: &XWebEventTag,
-    ) -> Result<Observation, Failure> {
-        let account = &obj.spec.account_id;
-        if let Some(id) = known_id(obj) {
-            match client.get_tag(account, &id).await {
-                Ok(tag) if !tag.deleted => return Ok(observation(obj, &tag)),
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let tags = client.list_all_tags(account, false).await?;
+        _refs: &Resolved,
+        id: &str,
+    ) -> Result<Option<Observed>, Failure> {
+        let tag = client.get_tag(&obj.spec.account_id, id).await?;
+        Ok((!tag.deleted).then(|| observation(obj, tag)))
+    }
+
+    /// A non-deleted tag of the account with exactly this name.
+    async fn find(
+        &self,
+        client: &XAdsClient,
+        obj: &XWebEventTag,
+        _refs: &Resolved,
+    ) -> Result<Option<Observed>, Failure> {
+        let tags = client.list_all_tags(&obj.spec.account_id, false).await?;
         Ok(tags
-            .iter()
+            .into_iter()
             .find(|t| t.name == obj.spec.name && !t.deleted)
-            .map(|t| observation(obj, t))
-            .unwrap_or_default())
+            .map(|t| observation(obj, t)))
     }
 
     async fn create(
         &self,
         client: &XAdsClient,
         obj: &XWebEventTag,
-    ) -> Result<Observation, Failure> {
+        _refs: &Resolved,
+    ) -> Result<Observed, Failure> {
         let spec = &obj.spec;
         let params = TagParams {
             name: spec.name.clone(),
@@ -123,7 +127,7 @@ impl ExternalResource<XWebEventTag> for XWebEventTagAdapter {
             retargeting_enabled: spec.retargeting_enabled,
         };
         let tag = client.create_tag(&spec.account_id, &params).await?;
-        Ok(observation(obj, &tag))
+        Ok(observation(obj, tag))
     }
 
     /// A PUT of only the fields that differ.
@@ -131,26 +135,26 @@ impl ExternalResource<XWebEventTag> for XWebEventTagAdapter {
         &self,
         client: &XAdsClient,
         obj: &XWebEventTag,
-        observed: &Observation,
-    ) -> Result<Observation, Failure> {
-        let id = observed.external_id.clone().unwrap_or_default();
-        let account = &obj.spec.account_id;
-        let current: Tag = serde_json::from_value(observed.upstream.clone()).map_err(|e| {
-            Failure::terminal(
-                crate::runtime::conditions::Reason::UpstreamRejected,
-                e.to_string(),
-            )
-        })?;
+        _refs: &Resolved,
+        observed: &Observed,
+    ) -> Result<Observed, Failure> {
+        let current = &observed.upstream;
         let tag = client
-            .update_tag(account, &id, &changes(obj, &current))
+            .update_tag(&obj.spec.account_id, &current.id, &changes(obj, current))
             .await?;
-        Ok(observation(obj, &tag))
+        Ok(observation(obj, tag))
     }
 
-    async fn delete(&self, client: &XAdsClient, obj: &XWebEventTag) -> Result<(), Failure> {
-        let Some(id) = known_id(obj) else {
-            return Ok(());
-        };
-        super::gone_is_ok(client.delete_tag(&obj.spec.account_id, &id).await)
+    async fn delete(
+        &self,
+        client: &XAdsClient,
+        obj: &XWebEventTag,
+        _refs: &Resolved,
+        id: Option<&str>,
+    ) -> Result<(), Failure> {
+        if let Some(id) = id {
+            client.delete_tag(&obj.spec.account_id, id).await?;
+        }
+        Ok(())
     }
 }
