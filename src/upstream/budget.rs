@@ -5,6 +5,11 @@
 //! `x-rate-limit-remaining` / `x-rate-limit-reset`: when the upstream says nothing
 //! remains, every caller waits until the reset. [`BudgetRegistry`] hands out one
 //! budget per key so all objects sharing a credential share its limit.
+//!
+//! A [`RequestBudget`] is that bucket counted in requests plus a cap on requests in flight:
+//! one per credential, from [`RequestBudgets`]. Signals' budgets have a local rate
+//! (`--signals-requests-per-second`); X's ([`RequestBudgets::unmetered`]) have none and are
+//! paced only by what X reports and by the cap.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -67,6 +72,13 @@ pub struct RateBudget {
 }
 
 impl RateBudget {
+    /// A budget with no local rate: only what the upstream reports
+    /// ([`RateBudget::observe_rate_limit`], [`RateBudget::block_for`]) makes callers wait.
+    /// (A bucket of `u64::MAX` units per second, which never runs dry.)
+    pub fn unmetered() -> Self {
+        RateBudget::new(u64::MAX, Duration::from_secs(1))
+    }
+
     /// `capacity` units per `window`, starting full.
     pub fn new(capacity: u64, window: Duration) -> Self {
         let capacity = capacity.max(1);
@@ -181,6 +193,16 @@ impl RateBudget {
         s.upstream_reset = Some(reset);
     }
 
+    /// The upstream refused a request for its rate (a 429): nothing remains until `reset`
+    /// (its `x-rate-limit-reset` or `Retry-After`). Without a reset still ahead, every caller
+    /// waits one second rather than retrying at once.
+    pub fn observe_refusal(&self, reset: Option<SystemTime>) {
+        match reset {
+            Some(at) if at > SystemTime::now() => self.observe_rate_limit(Some(0), Some(at)),
+            _ => self.block_for(RESET_MARGIN),
+        }
+    }
+
     /// Units the upstream still grants in its current window, when it said so.
     pub fn upstream_room(&self) -> Option<u64> {
         self.lock()
@@ -232,6 +254,8 @@ impl BudgetRegistry {
 /// The request budget of one credential (SPEC 7.1): at most `per_second` requests started
 /// per second, and at most `max_in_flight` unanswered at once, for every object and bridge
 /// that uses it. A thousand objects resyncing together queue here instead of firing at once.
+/// It also honours the upstream's own window when told ([`RequestBudget::observe_rate_limit`]):
+/// X's budgets ([`RequestBudget::unmetered`]) are paced by that window and the cap alone.
 #[derive(Debug)]
 pub struct RequestBudget {
     rate: RateBudget,
@@ -253,7 +277,18 @@ impl RequestBudget {
         }
     }
 
+    /// No local rate: at most `max_in_flight` unanswered requests, and none while the upstream
+    /// said nothing remains (until its reset).
+    pub fn unmetered(max_in_flight: usize) -> Self {
+        RequestBudget {
+            rate: RateBudget::unmetered(),
+            in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
+        }
+    }
+
     /// Wait for a slot and a unit of the rate, then hold them until the permit is dropped.
+    /// Drop the permit once the answer arrived, before feeding its headers to
+    /// [`RequestBudget::observe_rate_limit`] (the answer counts its own request).
     pub async fn enter(&self) -> RequestPermit<'_> {
         let slot = self
             .in_flight
@@ -266,12 +301,35 @@ impl RequestBudget {
             _spent: spent,
         }
     }
+
+    /// The budget's rate and window, which the permits spend from.
+    pub(crate) fn window(&self) -> &RateBudget {
+        &self.rate
+    }
+
+    /// What the upstream reported for its window (X's `x-rate-limit-remaining` and
+    /// `x-rate-limit-reset`); see [`RateBudget::observe_rate_limit`].
+    pub fn observe_rate_limit(&self, remaining: Option<u64>, reset: Option<SystemTime>) {
+        self.rate.observe_rate_limit(remaining, reset);
+    }
+
+    /// The upstream answered 429; see [`RateBudget::observe_refusal`].
+    pub fn observe_refusal(&self, reset: Option<SystemTime>) {
+        self.rate.observe_refusal(reset);
+    }
+
+    /// Requests the upstream still grants in its current window, when it said so.
+    pub fn upstream_room(&self) -> Option<u64> {
+        self.rate.upstream_room()
+    }
 }
 
-/// One [`RequestBudget`] per credential id (e.g. `namespace/secret`), process-wide.
+/// One [`RequestBudget`] per credential id, process-wide: for Signals the Secret
+/// (`namespace/secret`), for X [`XCredentials::budget_key`](crate::upstream::secret::XCredentials::budget_key).
 #[derive(Debug)]
 pub struct RequestBudgets {
-    per_second: u32,
+    /// `None`: no local rate ([`RequestBudget::unmetered`]).
+    per_second: Option<u32>,
     max_in_flight: usize,
     budgets: StdMutex<HashMap<String, Arc<RequestBudget>>>,
 }
@@ -280,20 +338,38 @@ pub struct RequestBudgets {
 pub const MAX_IN_FLIGHT_PER_CREDENTIAL: usize = 4;
 
 impl RequestBudgets {
+    /// Budgets of `per_second` requests per second and [`MAX_IN_FLIGHT_PER_CREDENTIAL`] in
+    /// flight (Signals).
     pub fn new(per_second: u32) -> Self {
         RequestBudgets {
-            per_second,
+            per_second: Some(per_second),
             max_in_flight: MAX_IN_FLIGHT_PER_CREDENTIAL,
             budgets: StdMutex::default(),
         }
     }
 
+    /// Budgets with no local rate, [`MAX_IN_FLIGHT_PER_CREDENTIAL`] in flight, paced by the
+    /// windows the upstream reports (X: one per credential, for its tag calls).
+    pub fn unmetered() -> Self {
+        RequestBudgets {
+            per_second: None,
+            max_in_flight: MAX_IN_FLIGHT_PER_CREDENTIAL,
+            budgets: StdMutex::default(),
+        }
+    }
+
+    /// The budget of `credential`, created on first use.
     pub fn get(&self, credential: &str) -> Arc<RequestBudget> {
         self.budgets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(credential.to_string())
-            .or_insert_with(|| Arc::new(RequestBudget::new(self.per_second, self.max_in_flight)))
+            .or_insert_with(|| {
+                Arc::new(match self.per_second {
+                    Some(per_second) => RequestBudget::new(per_second, self.max_in_flight),
+                    None => RequestBudget::unmetered(self.max_in_flight),
+                })
+            })
             .clone()
     }
 }
@@ -352,6 +428,89 @@ mod tests {
     }
 
     const WINDOW: Duration = Duration::from_secs(15 * 60);
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unmetered_budget_waits_only_for_the_upstream_window() {
+        let b = RequestBudget::unmetered(MAX_IN_FLIGHT_PER_CREDENTIAL);
+        let start = Instant::now();
+        for _ in 0..10_000 {
+            drop(b.enter().await);
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "no local rate");
+        // X said nothing remains until a reset 2 s ahead: the next request waits for it (and
+        // the one-second margin X's whole-second resets need).
+        b.observe_rate_limit(Some(0), Some(SystemTime::now() + Duration::from_secs(2)));
+        assert_eq!(b.upstream_room(), Some(0));
+        let start = Instant::now();
+        drop(b.enter().await);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited <= Duration::from_secs(3),
+            "{waited:?}"
+        );
+        // The new window is open: no more waiting.
+        let start = Instant::now();
+        drop(b.enter().await);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_in_the_past_neither_blocks_nor_spins() {
+        let b = RequestBudget::unmetered(MAX_IN_FLIGHT_PER_CREDENTIAL);
+        let past = SystemTime::now() - Duration::from_secs(30);
+        b.observe_rate_limit(Some(0), Some(past));
+        assert_eq!(b.upstream_room(), None);
+        let start = Instant::now();
+        drop(b.enter().await);
+        // Paused time only moves when something sleeps: a loop of short sleeps would show.
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // A 429 whose reset is already past (or absent): one second for everyone, not a loop
+        // of immediate retries and not a block until some far reset.
+        for reset in [Some(past), None] {
+            b.observe_refusal(reset);
+            let start = Instant::now();
+            drop(b.enter().await);
+            assert_eq!(start.elapsed(), Duration::from_secs(1), "{reset:?}");
+        }
+        // A 429 with its reset ahead blocks until then.
+        b.observe_refusal(Some(SystemTime::now() + Duration::from_secs(5)));
+        let start = Instant::now();
+        drop(b.enter().await);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited <= Duration::from_secs(6),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unmetered_credential_has_four_requests_in_flight_and_one_budget() {
+        let budgets = Arc::new(RequestBudgets::unmetered());
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (budgets, peak, now) = (budgets.clone(), peak.clone(), now.clone());
+                tokio::spawn(async move {
+                    let budget = budgets.get("x:0123");
+                    let _permit = budget.enter().await;
+                    let n = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 4);
+        // 20 requests, 4 at a time, 100 ms each: 500 ms, no rate on top.
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+        assert!(Arc::ptr_eq(&budgets.get("x:0123"), &budgets.get("x:0123")));
+        assert!(!Arc::ptr_eq(&budgets.get("x:0123"), &budgets.get("x:4567")));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn spends_then_waits_for_refill() {

@@ -234,9 +234,48 @@ impl UpstreamError {
         }
     }
 
-    /// True for a 404.
+    /// True when the upstream said that the object this call is about does not exist: a 404
+    /// in the vendor's own words about that object (SPEC 7.1), so a delete may count it as
+    /// done and an observe as vanished. False for every other 404, which may hide an object
+    /// that still exists, so that nothing is forgotten upstream:
+    /// - the 404 of a call that is not about one object (lists, creates, the Hub's `/token`,
+    ///   conversions);
+    /// - a body that is not the vendor's error JSON (an HTML page, an empty body: a wrong base
+    ///   URL or a proxy), or is, but does not name the object: the bare `Not Found` that a
+    ///   web framework gives for an unknown route, a parent that is not found (`Client not
+    ///   found` for a keyword), an unknown wording (treated as "not known to be gone");
+    /// - X's `ROUTE_NOT_FOUND` (a wrong URL), and any X error about the account, such as
+    ///   "User … does not have access to account …" or "… does not belong to provided account",
+    ///   whatever its code.
+    ///
+    /// What counts as the object's own 404 (letter case ignored):
+    /// - 360dialog (Signals keywords and postbacks, Hub channels): `{"detail": "<subject> not
+    ///   found"}` whose subject names the object (`Keyword not found`, `Channel not found`);
+    /// - X (tag get, update, delete): `{"errors": [...]}` whose every entry has code
+    ///   `NOT_FOUND` and a message that does not concern the account
+    ///   (`web_event_tag (o3bk1) not found`).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, UpstreamError::Status { status: 404, .. })
+        let UpstreamError::Status {
+            api,
+            operation,
+            status: 404,
+            message,
+            errors,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        match own_object(*api, operation) {
+            Some(OwnObject::Named(nouns)) => {
+                errors.is_empty()
+                    && message
+                        .as_deref()
+                        .is_some_and(|m| names_its_absence(m, nouns))
+            }
+            Some(OwnObject::XNotFound) => x_own_not_found(errors),
+            None => false,
+        }
     }
 
     /// True for a 401 or 403 (bad or expired credentials, no access).
@@ -325,6 +364,63 @@ impl UpstreamError {
             }
         }
     }
+}
+
+/// How the object an operation is about says it does not exist.
+enum OwnObject {
+    /// 360dialog: a `detail` saying "<subject> not found", the subject naming one of these.
+    Named(&'static [&'static str]),
+    /// X: `errors[]` of code `NOT_FOUND` about neither the route nor the account.
+    XNotFound,
+}
+
+/// The operations about one object, i.e. whose 404 can mean that object is gone (the
+/// operation names of the clients in this module's siblings).
+fn own_object(api: Api, operation: &str) -> Option<OwnObject> {
+    match (api, operation) {
+        (Api::Signals, "get_keyword" | "patch_keyword" | "delete_keyword") => {
+            Some(OwnObject::Named(&["keyword"]))
+        }
+        // A postback URL lives on its ad, keyword or session-start event: with them, it is gone.
+        (Api::Signals, "get_postback" | "set_postback") => {
+            Some(OwnObject::Named(&["keyword", "ad", "signal", "postback"]))
+        }
+        (Api::Hub, "enable_ctwa" | "disable_ctwa") => Some(OwnObject::Named(&["channel"])),
+        (Api::XAds, "get_tag" | "update_tag" | "delete_tag") => Some(OwnObject::XNotFound),
+        _ => None,
+    }
+}
+
+/// Subjects of a "not found" that are not the object but what it lives in, or the route.
+const NOT_THE_OBJECT: &[&str] = &[
+    "client", "app", "partner", "account", "user", "token", "route", "page", "path", "endpoint",
+    "resource", "url", "file",
+];
+
+/// `message` says "<subject> not found" and the subject names one of `nouns` and nothing
+/// that the object lives in. `Not Found` alone (a framework's unknown route) names nothing.
+fn names_its_absence(message: &str, nouns: &[&str]) -> bool {
+    let message = message.to_lowercase();
+    let Some(at) = message.find("not found") else {
+        return false;
+    };
+    let words: Vec<&str> = message[..at]
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.iter().any(|w| nouns.contains(w)) && !words.iter().any(|w| NOT_THE_OBJECT.contains(w))
+}
+
+/// X's body says the object is not found: every error is `NOT_FOUND`, none is about the
+/// account ("does not have access to account", "does not belong to provided account").
+fn x_own_not_found(errors: &[ErrorDetail]) -> bool {
+    !errors.is_empty()
+        && errors.iter().all(|e| {
+            let message = e.message.to_lowercase();
+            e.code.eq_ignore_ascii_case("NOT_FOUND")
+                && !message.contains("account")
+                && !message.contains("access")
+        })
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -565,6 +661,180 @@ mod tests {
         assert_eq!(extract_message(br#"{"unrelated":1}"#), None);
         let long = format!(r#"{{"detail":"{}"}}"#, "a".repeat(2000));
         assert!(extract_message(long.as_bytes()).unwrap().chars().count() <= 513);
+    }
+
+    fn status(api: Api, operation: &'static str, status: u16, body: &str) -> UpstreamError {
+        UpstreamError::from_response(api, operation, status, &HeaderMap::new(), body.as_bytes())
+    }
+
+    /// The Signals and Hub answers for a missing object, as the fakes give them (the vendor
+    /// documents a 404 without its body; `{"detail": ...}` is its error shape).
+    const SIGNALS_KEYWORD_404: &str = r#"{"detail":"Keyword not found"}"#;
+    const HUB_CHANNEL_404: &str = r#"{"detail":"Channel not found"}"#;
+    /// X's answer for a missing tag, as the fake gives it (X documents `NOT_FOUND`).
+    const X_TAG_404: &str = r#"{"errors":[{"code":"NOT_FOUND","message":"web_event_tag (o3bk1) not found"}],"request":{"params":{}}}"#;
+    /// X's documented "no access" answer (its 404 table, `\u003C` escapes as printed).
+    const X_NO_ACCESS_404: &str = r#"{"errors":[{"code":"NOT_FOUND","message":"User <user_id> does not have access to account <account_id>. Type ‘sn <user_id>’ to get the handle of the user. Use ‘twurl accounts’ and ‘twurl set default \u003Cusername\u003E’ to change the user you’re using."}],"request":{"params":{"account_id":"18ce552mlaq"}}}"#;
+    /// X's documented wrong-URL answer.
+    const X_ROUTE_404: &str = r#"{"errors":[{"code":"ROUTE_NOT_FOUND","message":"The requested resource could not be found"}],"request":{"params":{"account_id":"18ce552mlaq"}}}"#;
+    /// X's documented JSON example of an event id of another account, verbatim.
+    const X_OTHER_ACCOUNT_404: &str = r#"{"errors":[{"code":"NOT_FOUND","message":"event_id (abc) does not belong to provided account","parameter":"event_id"},{"code":"INVALID_PARAMETER","message":"event_id (abc) is not a single event tag (SET)","parameter":"event_id"}],"request":{"params":{"account_id":"18ce55gze09"}}}"#;
+    /// What a proxy or a wrong base URL answers.
+    const NGINX_404: &str = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+    /// FastAPI's (and Starlette's) answer for an unknown route: the vendor's shape, no object.
+    const FASTAPI_ROUTE_404: &str = r#"{"detail":"Not Found"}"#;
+
+    const ONE_OBJECT_OPS: &[(Api, &str)] = &[
+        (Api::Signals, "get_keyword"),
+        (Api::Signals, "patch_keyword"),
+        (Api::Signals, "delete_keyword"),
+        (Api::Signals, "get_postback"),
+        (Api::Signals, "set_postback"),
+        (Api::Hub, "enable_ctwa"),
+        (Api::Hub, "disable_ctwa"),
+        (Api::XAds, "get_tag"),
+        (Api::XAds, "update_tag"),
+        (Api::XAds, "delete_tag"),
+    ];
+
+    #[test]
+    fn the_objects_own_404_is_not_found() {
+        for op in ["get_keyword", "patch_keyword", "delete_keyword"] {
+            assert!(
+                status(Api::Signals, op, 404, SIGNALS_KEYWORD_404).is_not_found(),
+                "{op}"
+            );
+        }
+        // A keyword postback whose keyword is gone is gone with it.
+        assert!(status(Api::Signals, "set_postback", 404, SIGNALS_KEYWORD_404).is_not_found());
+        for op in ["enable_ctwa", "disable_ctwa"] {
+            assert!(
+                status(Api::Hub, op, 404, HUB_CHANNEL_404).is_not_found(),
+                "{op}"
+            );
+        }
+        for op in ["get_tag", "update_tag", "delete_tag"] {
+            assert!(status(Api::XAds, op, 404, X_TAG_404).is_not_found(), "{op}");
+        }
+        // Letter case is not part of the rule.
+        assert!(
+            status(
+                Api::Signals,
+                "delete_keyword",
+                404,
+                r#"{"detail":"keyword 42 NOT FOUND."}"#
+            )
+            .is_not_found()
+        );
+        assert!(
+            status(
+                Api::XAds,
+                "delete_tag",
+                404,
+                r#"{"errors":[{"code":"not_found","message":"Not found"}]}"#
+            )
+            .is_not_found()
+        );
+    }
+
+    #[test]
+    fn a_404_that_is_not_the_vendors_json_is_not_not_found() {
+        for &(api, op) in ONE_OBJECT_OPS {
+            for body in [NGINX_404, "", "Not Found", "null", "[]", r#""Not Found""#] {
+                let e = status(api, op, 404, body);
+                assert!(!e.is_not_found(), "{api} {op} {body:?}");
+                assert_eq!(e.class(), ErrorClass::Terminal);
+            }
+        }
+    }
+
+    #[test]
+    fn a_404_that_does_not_name_the_object_is_not_not_found() {
+        for &(api, op) in ONE_OBJECT_OPS {
+            for body in [
+                // A framework's unknown route (a wrong base URL on a FastAPI service).
+                FASTAPI_ROUTE_404,
+                r#"{"detail":"404: Not Found"}"#,
+                // Unrecognised JSON: not known to be gone.
+                r#"{"message":"no Route matched with those values"}"#,
+                r#"{"message":"Not Found"}"#,
+                r#"{"error":"not_found"}"#,
+                r#"{"detail":"Keyword does not exist"}"#,
+                r#"{"errors":[]}"#,
+                // A parent, not the object.
+                r#"{"detail":"Client not found"}"#,
+                r#"{"detail":"App not found"}"#,
+                r#"{"detail":"Partner not found"}"#,
+                r#"{"detail":"Ad account not found"}"#,
+                // X's documented answers that are not about the object.
+                X_NO_ACCESS_404,
+                X_ROUTE_404,
+                X_OTHER_ACCOUNT_404,
+            ] {
+                let e = status(api, op, 404, body);
+                assert!(!e.is_not_found(), "{api} {op} {body}");
+            }
+        }
+        // One vendor's shape from the other's API.
+        assert!(!status(Api::XAds, "get_tag", 404, SIGNALS_KEYWORD_404).is_not_found());
+        assert!(!status(Api::Signals, "get_keyword", 404, X_TAG_404).is_not_found());
+        // One object's words for another.
+        assert!(!status(Api::Hub, "disable_ctwa", 404, SIGNALS_KEYWORD_404).is_not_found());
+        assert!(!status(Api::Signals, "delete_keyword", 404, HUB_CHANNEL_404).is_not_found());
+        // A not-found entry beside another error is not only "not found".
+        let mixed = r#"{"errors":[{"code":"NOT_FOUND","message":"web_event_tag (o3bk1) not found"},{"code":"INVALID_PARAMETER","message":"name is too long","parameter":"name"}]}"#;
+        assert!(!status(Api::XAds, "get_tag", 404, mixed).is_not_found());
+    }
+
+    #[test]
+    fn x_no_access_is_never_not_found_whatever_its_status() {
+        for s in [400, 403, 404] {
+            for op in ["get_tag", "update_tag", "delete_tag", "send_conversions"] {
+                let e = status(Api::XAds, op, s, X_NO_ACCESS_404);
+                assert!(!e.is_not_found(), "{s} {op}");
+                assert_eq!(e.class(), ErrorClass::Terminal);
+            }
+        }
+        let e = status(Api::XAds, "delete_tag", 404, X_NO_ACCESS_404);
+        assert!(
+            e.upstream_message()
+                .unwrap()
+                .contains("twurl set default <username>’ to change the user")
+        );
+    }
+
+    #[test]
+    fn only_calls_about_one_object_have_a_not_found() {
+        // Lists, creates, conversions and the Hub's token endpoint: a 404 there is about the
+        // URL, the parent or the account, never a vanished object.
+        for (api, op, body) in [
+            (Api::Signals, "list_keywords", SIGNALS_KEYWORD_404),
+            (Api::Signals, "create_keyword", SIGNALS_KEYWORD_404),
+            (Api::Signals, "list_events", SIGNALS_KEYWORD_404),
+            (Api::Hub, "token", FASTAPI_ROUTE_404),
+            (Api::Hub, "token", HUB_CHANNEL_404),
+            (Api::XAds, "list_tags", X_TAG_404),
+            (Api::XAds, "create_tag", X_TAG_404),
+            (Api::XAds, "send_conversions", X_TAG_404),
+            (Api::XAds, "send_conversions", X_OTHER_ACCOUNT_404),
+        ] {
+            assert!(!status(api, op, 404, body).is_not_found(), "{api} {op}");
+        }
+        // Other statuses with the same words.
+        for s in [400, 410, 422, 500] {
+            assert!(!status(Api::Signals, "get_keyword", s, SIGNALS_KEYWORD_404).is_not_found());
+            assert!(!status(Api::XAds, "get_tag", s, X_TAG_404).is_not_found());
+        }
+        // A 404 known only from the transport carries no body: not known to be gone.
+        let bare = UpstreamError::Status {
+            api: Api::Signals,
+            operation: "delete_keyword",
+            status: 404,
+            message: None,
+            errors: Vec::new(),
+            class: ErrorClass::Terminal,
+        };
+        assert!(!bare.is_not_found());
     }
 
     #[test]

@@ -141,6 +141,19 @@ impl Transport {
         operation: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<RawResponse, UpstreamError> {
+        self.send(api, operation, request)
+            .await?
+            .success(api, operation)
+    }
+
+    /// Send a request and read the whole answer, whatever its status (for callers that learn
+    /// from the headers of error answers too); only transport failures are errors.
+    pub(crate) async fn send(
+        &self,
+        api: Api,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<RawResponse, UpstreamError> {
         let started = Instant::now();
         let result = request.send().await;
         let response = match result {
@@ -167,11 +180,6 @@ impl Transport {
             started.elapsed(),
         );
         let body = body.map_err(|e| UpstreamError::from_reqwest(api, operation, e))?;
-        if !(200..300).contains(&status) {
-            return Err(UpstreamError::from_response(
-                api, operation, status, &headers, &body,
-            ));
-        }
         Ok(RawResponse {
             status,
             headers,
@@ -181,6 +189,21 @@ impl Transport {
 }
 
 impl RawResponse {
+    /// The response itself when it is a 2xx, else its [`UpstreamError::Status`].
+    pub(crate) fn success(self, api: Api, operation: &'static str) -> Result<Self, UpstreamError> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            Err(UpstreamError::from_response(
+                api,
+                operation,
+                self.status,
+                &self.headers,
+                &self.body,
+            ))
+        }
+    }
+
     /// Decode the JSON body.
     pub(crate) fn json<T: DeserializeOwned>(
         &self,

@@ -168,7 +168,11 @@ impl HubTokenProvider {
             "password": password.expose(),
         });
         let request = self.transport.client().post(url).json(&body);
-        let response = self.transport.execute(Api::Hub, OP, request).await?;
+        let response = self
+            .transport
+            .execute(Api::Hub, OP, request)
+            .await
+            .map_err(token_endpoint_error)?;
         let parsed: TokenResponse = response.json(Api::Hub, OP)?;
         if parsed.access_token.is_empty() {
             return Err(UpstreamError::Decode {
@@ -185,9 +189,36 @@ impl HubTokenProvider {
     }
 }
 
+/// What a failure of `POST {hub}/token` means. A 404 (or 405) there is not a missing object:
+/// `--hub-url` is not the Hub's API base (the Signals API, for one, has no `/token`) or the
+/// partner/account is wrong. It becomes a configuration error, terminal, that says so (never
+/// [`UpstreamError::is_not_found`]); the URL itself is not repeated.
+fn token_endpoint_error(e: UpstreamError) -> UpstreamError {
+    match e {
+        UpstreamError::Status {
+            api,
+            operation,
+            status: status @ (404 | 405),
+            message,
+            ..
+        } => UpstreamError::InvalidRequest {
+            api,
+            operation,
+            detail: format!(
+                "the Hub has no token endpoint there (HTTP {status}{}): check --hub-url, which \
+                 must be the 360dialog Hub API base (e.g. https://hub.360dialog.io/api/v2, not \
+                 the Signals API), and the partner the credentials belong to",
+                message.map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+        },
+        other => other,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::upstream::error::ErrorClass;
     use crate::upstream::http::HttpConfig;
     use axum::Json;
     use axum::http::{HeaderMap, StatusCode};
@@ -328,6 +359,86 @@ pub(crate) mod tests {
         assert_eq!(
             p.bearer(&auth("user", "pass")).await.unwrap().expose(),
             "tok-2"
+        );
+    }
+
+    /// A "Hub" at the wrong place: no `/token` route (an empty 404, as a plain web server or the
+    /// Signals API give), a FastAPI-style `{"detail":"Not Found"}`, or `/token` for GET only.
+    async fn wrong_hub(kind: &str) -> String {
+        let router = match kind {
+            "empty" => axum::Router::new(),
+            "fastapi" => axum::Router::new().fallback(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(serde_json::json!({"detail": "Not Found"})),
+                )
+            }),
+            "vendor-words" => axum::Router::new().route(
+                "/api/v2/token",
+                post(|| async {
+                    (
+                        StatusCode::NOT_FOUND,
+                        Json(serde_json::json!({"detail": "Channel not found"})),
+                    )
+                }),
+            ),
+            _ => axum::Router::new().route("/api/v2/token", get(|| async { "use POST" })),
+        };
+        serve(router).await
+    }
+
+    #[tokio::test]
+    async fn a_404_from_the_token_endpoint_is_a_configuration_error_not_a_not_found() {
+        for (kind, status) in [
+            ("empty", 404),
+            ("fastapi", 404),
+            ("vendor-words", 404),
+            ("get-only", 405),
+        ] {
+            let url = wrong_hub(kind).await;
+            let p = Arc::new(provider(&format!("{url}/api/v2")));
+            let err = p.bearer(&auth("user", "pass")).await.unwrap_err();
+            assert!(!err.is_not_found(), "{kind}");
+            assert!(!err.is_unauthorized(), "{kind}");
+            assert_eq!(err.class(), ErrorClass::Terminal, "{kind}");
+            assert!(
+                matches!(err, UpstreamError::InvalidRequest { .. }),
+                "{kind}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.starts_with("hub token: "), "{text}");
+            assert!(text.contains(&format!("HTTP {status}")), "{text}");
+            assert!(text.contains("check --hub-url"), "{text}");
+            // The configured URL (which could carry userinfo) is not repeated.
+            assert!(!text.contains(&url), "{text}");
+            assert!(!text.contains("127.0.0.1"), "{text}");
+
+            // A delete that needs a token does not count the 404 as "already deleted".
+            let transport = Transport::from_config(&HttpConfig::default()).unwrap();
+            let hub = crate::upstream::hub::HubClient::new(
+                transport,
+                &format!("{url}/api/v2"),
+                p.clone(),
+                auth("user", "pass"),
+            )
+            .unwrap();
+            let err = hub.disable_ctwa("p1", "c1", "ch1").await.unwrap_err();
+            assert!(!err.is_not_found(), "{kind}");
+            assert_eq!(err.class(), ErrorClass::Terminal, "{kind}");
+        }
+        let e = {
+            let url = wrong_hub("fastapi").await;
+            provider(&format!("{url}/api/v2"))
+                .bearer(&auth("u", "p"))
+                .await
+                .unwrap_err()
+        };
+        assert_eq!(
+            e.to_string(),
+            "hub token: invalid request: the Hub has no token endpoint there (HTTP 404: Not \
+             Found): check --hub-url, which must be the 360dialog Hub API base (e.g. \
+             https://hub.360dialog.io/api/v2, not the Signals API), and the partner the \
+             credentials belong to"
         );
     }
 

@@ -13,10 +13,15 @@
 //! - [`hub`], [`signals`]: clients bound to one [`hub_auth::DialogAuth`]; [`x_ads`]: a
 //!   client bound to one [`secret::XCredentials`], signing every request with [`oauth`]
 //!   (OAuth 1.0a HMAC-SHA1 over method, URL and query).
-//! - [`budget`]: [`budget::BudgetRegistry`] hands out one token bucket per credential or
-//!   account; the X client feeds it the `x-rate-limit-*` headers.
+//! - [`budget`]: [`budget::BudgetRegistry`] hands out one token bucket per account (X
+//!   conversions); [`budget::RequestBudgets`] one request budget per credential (Signals:
+//!   per Secret, with a rate; X: per [`secret::XCredentials::budget_key`], paced by X's
+//!   windows). The X client feeds each family's budget the `x-rate-limit-*` headers of that
+//!   family's answers.
 //! - [`error`]: every call returns [`error::UpstreamError`]; `class()` says whether to
-//!   retry (transient), wait (rate limited) or stall (terminal).
+//!   retry (transient), wait (rate limited) or stall (terminal); `is_not_found()` is true only
+//!   for the object's own 404 (SPEC 7.1), never for a wrong URL, a proxy, the Hub's token
+//!   endpoint or X's "does not have access to account".
 pub mod budget;
 pub mod clients;
 pub mod error;
@@ -119,8 +124,13 @@ mod redaction_tests {
         )
         .unwrap();
         assert_clean("SignalsClient", &format!("{signals:?}"));
-        let xads = XAdsClient::new(transport, "http://x.local", xc).unwrap();
+        assert_clean("XCredentials::budget_key", &xc.budget_key());
+        let budgets = super::budget::RequestBudgets::unmetered();
+        let xads = XAdsClient::new(transport, "http://x.local", xc.clone())
+            .unwrap()
+            .with_budget(budgets.get(&xc.budget_key()));
         assert_clean("XAdsClient", &format!("{xads:?}"));
+        assert_clean("XAdsClient::budget_key", &xads.budget_key());
 
         let errors = vec![
             UpstreamError::Status {

@@ -220,6 +220,22 @@ impl XCredentials {
             self.access_token_secret.expose(),
         ])
     }
+
+    /// The key of this credential's X request budget
+    /// ([`RequestBudgets::get`](crate::upstream::budget::RequestBudgets::get)): X counts its
+    /// limits per app and user, i.e. per consumer key and access token, so every Secret holding
+    /// the same pair shares one budget, and rotating the secrets keeps it. A one-way digest
+    /// (`x:` and 24 hex digits): it never contains a credential, but it is not meant for logs.
+    pub fn budget_key(&self) -> String {
+        format!(
+            "x:{}",
+            fingerprint_of(&[
+                "x-budget",
+                self.consumer_key.expose(),
+                self.access_token.expose()
+            ])
+        )
+    }
 }
 
 impl fmt::Debug for XCredentials {
@@ -302,5 +318,33 @@ mod tests {
         partial.remove("access-token");
         let e = XCredentials::from_secret_data(&partial).unwrap_err();
         assert_eq!(e.to_string(), "Secret is missing key `access-token`");
+    }
+
+    #[test]
+    fn x_budget_key_is_the_app_and_user_never_a_value() {
+        let creds = |ck: &str, cs: &str, at: &str, ats: &str| {
+            XCredentials::from_secret_data(&data(&[
+                ("consumer-key", ck),
+                ("consumer-secret", cs),
+                ("access-token", at),
+                ("access-token-secret", ats),
+            ]))
+            .unwrap()
+        };
+        let key = creds("ck-1", "cs-1", "at-1", "ats-1").budget_key();
+        assert!(key.starts_with("x:") && key.len() == 2 + 24, "{key}");
+        for value in ["ck-1", "cs-1", "at-1", "ats-1"] {
+            assert!(!key.contains(value));
+        }
+        // Rotated secrets: the same app and user, the same budget.
+        assert_eq!(creds("ck-1", "cs-2", "at-1", "ats-2").budget_key(), key);
+        // Another user or another app: another budget.
+        assert_ne!(creds("ck-1", "cs-1", "at-2", "ats-1").budget_key(), key);
+        assert_ne!(creds("ck-2", "cs-1", "at-1", "ats-1").budget_key(), key);
+        // Not the fingerprint, which changes on rotation.
+        assert_ne!(
+            creds("ck-1", "cs-1", "at-1", "ats-1").fingerprint(),
+            key["x:".len()..]
+        );
     }
 }

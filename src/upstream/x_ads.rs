@@ -1,16 +1,24 @@
 //! X Ads API: web event tags and conversions (SPEC 6.3), OAuth 1.0a signed.
 //!
 //! Every request is signed over method, URL and query parameters (JSON bodies
-//! excluded). Rate-limit headers of every response feed the optional [`RateBudget`].
+//! excluded), after it waited for its budget (a signature made before a long wait would carry
+//! a stale timestamp).
+//!
+//! X limits each endpoint family separately, so the client paces each with its own budget
+//! ([`XAdsClient::with_budget`]): tag calls (`accounts/{id}/web_event_tags…`) with the
+//! credential's [`RequestBudget`] (at most 4 in flight, none while X said nothing remains),
+//! conversions with the account's [`RateBudget`] (units = conversions). Each budget learns from
+//! the `x-rate-limit-*` headers of every answer of its family, 429s included, and only of it.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use crate::upstream::budget::{InFlight, RateBudget};
+use crate::upstream::budget::{InFlight, RateBudget, RequestBudget, RequestPermit};
 use crate::upstream::error::{
-    Api, UpstreamError, rate_limit_limit, rate_limit_remaining, rate_limit_reset,
+    Api, ErrorClass, UpstreamError, rate_limit_limit, rate_limit_remaining, rate_limit_reset,
 };
 use crate::upstream::http::{RawResponse, Transport, join_url, parse_base_url, string_or_number};
 use crate::upstream::oauth;
@@ -176,6 +184,61 @@ pub struct RateLimitInfo {
     pub reset: Option<SystemTime>,
 }
 
+impl RateLimitInfo {
+    /// The `x-rate-limit-*` headers of an answer (absent or unreadable ones are `None`).
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        RateLimitInfo {
+            limit: rate_limit_limit(headers),
+            remaining: rate_limit_remaining(headers),
+            reset: rate_limit_reset(headers),
+        }
+    }
+}
+
+/// A budget for [`XAdsClient::with_budget`]; which family it paces follows from its type.
+#[derive(Debug, Clone)]
+pub enum XBudget {
+    /// The conversions family of one account: [`XAdsClient::send_conversions`] spends one unit
+    /// per conversion (e.g. a bridge's `eventsPer15Min`, shared per pixel).
+    Conversions(Arc<RateBudget>),
+    /// The tags family of one credential (from [`RequestBudgets::unmetered`] keyed by
+    /// [`XCredentials::budget_key`]): every tag call waits for it.
+    ///
+    /// [`RequestBudgets::unmetered`]: crate::upstream::budget::RequestBudgets::unmetered
+    Tags(Arc<RequestBudget>),
+}
+
+impl From<Arc<RateBudget>> for XBudget {
+    fn from(budget: Arc<RateBudget>) -> Self {
+        XBudget::Conversions(budget)
+    }
+}
+
+impl From<Arc<RequestBudget>> for XBudget {
+    fn from(budget: Arc<RequestBudget>) -> Self {
+        XBudget::Tags(budget)
+    }
+}
+
+/// The endpoint families X limits separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `accounts/{id}/web_event_tags…`, one request per unit.
+    Tags,
+    /// `measurement/conversions/{pixel}`, one unit per conversion.
+    Conversions {
+        /// Conversions in the request.
+        units: u64,
+    },
+}
+
+/// What a request holds of its family's budget until X answered.
+enum Held<'a> {
+    Nothing,
+    Request { _permit: RequestPermit<'a> },
+    Units { _spent: InFlight<'a> },
+}
+
 /// Result of a conversions batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversionsResult {
@@ -208,7 +271,10 @@ pub struct XAdsClient {
     transport: Transport,
     base: url::Url,
     credentials: XCredentials,
+    /// The conversions family's budget (the account's).
     budget: Option<Arc<RateBudget>>,
+    /// The tags family's budget (the credential's).
+    tags_budget: Option<Arc<RequestBudget>>,
 }
 
 impl XAdsClient {
@@ -223,14 +289,32 @@ impl XAdsClient {
             base: parse_base_url(Api::XAds, x_ads_url)?,
             credentials,
             budget: None,
+            tags_budget: None,
         })
     }
 
-    /// Feed every response's rate-limit headers to `budget`, and have
-    /// [`XAdsClient::send_conversions`] acquire one unit per conversion from it.
-    pub fn with_budget(mut self, budget: Arc<RateBudget>) -> Self {
-        self.budget = Some(budget);
+    /// Pace one endpoint family with `budget`, shared with every other client given it:
+    /// - an `Arc<RateBudget>` paces conversions: [`XAdsClient::send_conversions`] acquires one
+    ///   unit per conversion, and the budget learns from the conversions answers;
+    /// - an `Arc<RequestBudget>` (the credential's, `budgets.get(&credentials.budget_key())`
+    ///   of a process-wide [`RequestBudgets::unmetered`]) paces every tag call: at most 4 in
+    ///   flight, none while X said nothing remains (until its `x-rate-limit-reset`), and it
+    ///   learns from the tag answers.
+    ///
+    /// Call it once per family to pace both.
+    ///
+    /// [`RequestBudgets::unmetered`]: crate::upstream::budget::RequestBudgets::unmetered
+    pub fn with_budget(mut self, budget: impl Into<XBudget>) -> Self {
+        match budget.into() {
+            XBudget::Conversions(budget) => self.budget = Some(budget),
+            XBudget::Tags(budget) => self.tags_budget = Some(budget),
+        }
         self
+    }
+
+    /// The key of this client's credential budget ([`XCredentials::budget_key`]).
+    pub fn budget_key(&self) -> String {
+        self.credentials.budget_key()
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -239,25 +323,33 @@ impl XAdsClient {
         method: reqwest::Method,
         segments: &[&str],
         query: Vec<(String, String)>,
-        body: Option<Vec<u8>>,
-        spent: Option<InFlight<'_>>,
     ) -> Result<(DataEnvelope<T>, RateLimitInfo), UpstreamError> {
         let (response, rate) = self
-            .call_raw(op, method, segments, query, body, spent)
+            .call_raw(op, Family::Tags, method, segments, query, None)
             .await?;
         Ok((response.json(Api::XAds, op)?, rate))
     }
 
+    /// Wait for the family's budget, then sign and send; the budget learns from the answer.
     async fn call_raw(
         &self,
         op: &'static str,
+        family: Family,
         method: reqwest::Method,
         segments: &[&str],
         query: Vec<(String, String)>,
         body: Option<Vec<u8>>,
-        spent: Option<InFlight<'_>>,
     ) -> Result<(RawResponse, RateLimitInfo), UpstreamError> {
         let mut url = join_url(&self.base, segments, Api::XAds, op)?;
+        let held = match (family, &self.tags_budget, &self.budget) {
+            (Family::Tags, Some(budget), _) => Held::Request {
+                _permit: budget.enter().await,
+            },
+            (Family::Conversions { units }, _, Some(budget)) => Held::Units {
+                _spent: budget.acquire(units.max(1)).await,
+            },
+            _ => Held::Nothing,
+        };
         let header = oauth::authorization_header(
             &self.credentials,
             method.as_str(),
@@ -279,30 +371,32 @@ impl XAdsClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let result = self.transport.execute(Api::XAds, op, request).await;
-        // Answered: the rate-limit headers below count this request.
-        drop(spent);
-        let response = match result {
-            Ok(r) => r,
-            Err(e) => {
-                if let (Some(budget), UpstreamError::Status { .. }) = (&self.budget, &e)
-                    && let crate::upstream::error::ErrorClass::RateLimited { retry_at: Some(at) } =
-                        e.class()
-                {
-                    budget.observe_rate_limit(Some(0), Some(at));
-                }
-                return Err(e);
+        let result = self.transport.send(Api::XAds, op, request).await;
+        // Answered (or failed): the rate-limit headers below count this request.
+        drop(held);
+        let response = result?;
+        let rate = RateLimitInfo::from_headers(&response.headers);
+        let response = response.success(Api::XAds, op);
+        self.learn(family, &rate, response.as_ref().err());
+        Ok((response?, rate))
+    }
+
+    /// Feed one answer of `family` to that family's budget (and no other): its window, or on
+    /// a 429 that nothing remains until the reset.
+    fn learn(&self, family: Family, rate: &RateLimitInfo, error: Option<&UpstreamError>) {
+        let budget = match family {
+            Family::Tags => self.tags_budget.as_deref().map(RequestBudget::window),
+            Family::Conversions { .. } => self.budget.as_deref(),
+        };
+        let Some(budget) = budget else {
+            return;
+        };
+        match error.map(UpstreamError::class) {
+            Some(ErrorClass::RateLimited { retry_at }) => {
+                budget.observe_refusal(rate.reset.or(retry_at));
             }
-        };
-        let rate = RateLimitInfo {
-            limit: rate_limit_limit(&response.headers),
-            remaining: rate_limit_remaining(&response.headers),
-            reset: rate_limit_reset(&response.headers),
-        };
-        if let Some(budget) = &self.budget {
-            budget.observe_rate_limit(rate.remaining, rate.reset);
+            _ => budget.observe_rate_limit(rate.remaining, rate.reset),
         }
-        Ok((response, rate))
     }
 
     /// `GET /accounts/{account}/web_event_tags?count&cursor&with_deleted`.
@@ -329,8 +423,6 @@ impl XAdsClient {
                 reqwest::Method::GET,
                 &["accounts", account, "web_event_tags"],
                 q,
-                None,
-                None,
             )
             .await?;
         Ok(TagsPage {
@@ -367,8 +459,6 @@ impl XAdsClient {
                 reqwest::Method::GET,
                 &["accounts", account, "web_event_tags", id],
                 Vec::new(),
-                None,
-                None,
             )
             .await?;
         Ok(env.data)
@@ -386,8 +476,6 @@ impl XAdsClient {
                 reqwest::Method::POST,
                 &["accounts", account, "web_event_tags"],
                 TagUpdate::from(params).query(),
-                None,
-                None,
             )
             .await?;
         Ok(env.data)
@@ -406,8 +494,6 @@ impl XAdsClient {
                 reqwest::Method::PUT,
                 &["accounts", account, "web_event_tags", id],
                 changed.query(),
-                None,
-                None,
             )
             .await?;
         Ok(env.data)
@@ -421,8 +507,6 @@ impl XAdsClient {
                 reqwest::Method::DELETE,
                 &["accounts", account, "web_event_tags", id],
                 Vec::new(),
-                None,
-                None,
             )
             .await?;
         Ok(env.data)
@@ -434,10 +518,6 @@ impl XAdsClient {
         pixel: &str,
         conversions: &[Conversion],
     ) -> Result<ConversionsResult, UpstreamError> {
-        let spent = match &self.budget {
-            Some(budget) => Some(budget.acquire(conversions.len().max(1) as u64).await),
-            None => None,
-        };
         let body = conversions_body(conversions).map_err(|e| UpstreamError::InvalidRequest {
             api: Api::XAds,
             operation: "send_conversions",
@@ -446,11 +526,13 @@ impl XAdsClient {
         let (response, rate) = self
             .call_raw(
                 "send_conversions",
+                Family::Conversions {
+                    units: conversions.len() as u64,
+                },
                 reqwest::Method::POST,
                 &["measurement", "conversions", pixel],
                 Vec::new(),
                 Some(body),
-                spent,
             )
             .await?;
         // Any 2xx is a delivery (SPEC 7.2): re-sending what X accepted would only burn budget,
@@ -476,6 +558,243 @@ impl XAdsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::budget::RequestBudgets;
+    use crate::upstream::http::HttpConfig;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, UNIX_EPOCH};
+    use tokio::time::Instant;
+
+    /// One planned answer: status, `x-rate-limit-remaining`, `x-rate-limit-reset` as seconds
+    /// from now (may be negative).
+    type Plan = (u16, u64, i64);
+
+    /// A stand-in for X that answers tag and conversion calls from a plan (then 200 with
+    /// plenty remaining), taking `delay` per request, and records when each request arrived
+    /// and how many were in flight at most.
+    #[derive(Default)]
+    struct StubX {
+        plan: Mutex<VecDeque<Plan>>,
+        arrivals: Mutex<Vec<(Instant, &'static str)>>,
+        in_flight: AtomicUsize,
+        peak: AtomicUsize,
+        delay: Duration,
+    }
+
+    fn epoch_from_now(secs: i64) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        (now + secs).max(0) as u64
+    }
+
+    async fn answer(stub: Arc<StubX>, family: &'static str) -> axum::response::Response {
+        stub.arrivals.lock().unwrap().push((Instant::now(), family));
+        let n = stub.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stub.peak.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(stub.delay).await;
+        stub.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let (status, remaining, reset) = stub
+            .plan
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or((200, 1000, 900));
+        let body = match (status, family) {
+            (429, _) => {
+                serde_json::json!({"errors": [{"code": "TOO_MANY_REQUESTS", "message": "Rate limit exceeded"}]})
+            }
+            (_, "tags") => {
+                serde_json::json!({"request": {"params": {}}, "data": {"id": "o3bk1", "name": "n", "type": "PURCHASE", "deleted": false}})
+            }
+            _ => {
+                serde_json::json!({"request": {"params": {}}, "data": {"conversions_processed": 1, "debug_id": "d"}})
+            }
+        };
+        let mut response =
+            (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert("x-rate-limit-limit", "1000".parse().unwrap());
+        headers.insert(
+            "x-rate-limit-remaining",
+            remaining.to_string().parse().unwrap(),
+        );
+        headers.insert(
+            "x-rate-limit-reset",
+            epoch_from_now(reset).to_string().parse().unwrap(),
+        );
+        response
+    }
+
+    async fn stub(stub: Arc<StubX>) -> String {
+        let (tags, conversions) = (stub.clone(), stub);
+        let router = axum::Router::new()
+            .route(
+                "/12/accounts/{account}/web_event_tags/{id}",
+                axum::routing::get(move || answer(tags.clone(), "tags")),
+            )
+            .route(
+                "/12/measurement/conversions/{pixel}",
+                axum::routing::post(move || answer(conversions.clone(), "conversions")),
+            );
+        format!(
+            "{}/12",
+            crate::upstream::hub_auth::tests::serve(router).await
+        )
+    }
+
+    fn credentials(access_token: &str) -> XCredentials {
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("consumer-key", "ck"),
+            ("consumer-secret", "cs"),
+            ("access-token", access_token),
+            ("access-token-secret", "ats"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        XCredentials::from_secret_data(&data).unwrap()
+    }
+
+    fn client(url: &str, budgets: &RequestBudgets) -> XAdsClient {
+        let transport = Transport::from_config(&HttpConfig::default()).unwrap();
+        let client = XAdsClient::new(transport, url, credentials("at")).unwrap();
+        let key = client.budget_key();
+        client.with_budget(budgets.get(&key))
+    }
+
+    fn conversion() -> Conversion {
+        Conversion {
+            conversion_time: "2026-11-01T00:00:00.000Z".into(),
+            event_id: "o87ne".into(),
+            identifiers: vec![Identifier::HashedPhoneNumber("ab".into())],
+            conversion_id: "ev1".into(),
+            description: None,
+        }
+    }
+
+    /// Time from the end of the first call to the start of the second one at the server.
+    async fn wait_after(planned: Plan) -> Duration {
+        let x = Arc::new(StubX::default());
+        x.plan.lock().unwrap().push_back(planned);
+        let url = stub(x.clone()).await;
+        let budgets = RequestBudgets::unmetered();
+        let c = client(&url, &budgets);
+        let first = c.get_tag("acc", "o3bk1").await;
+        assert_eq!(first.is_ok(), planned.0 == 200, "{first:?}");
+        let answered = Instant::now();
+        c.get_tag("acc", "o3bk1").await.unwrap();
+        let arrivals = x.arrivals.lock().unwrap();
+        assert_eq!(arrivals.len(), 2);
+        arrivals[1].0 - answered
+    }
+
+    #[tokio::test]
+    async fn a_tag_call_waits_for_the_reset_when_x_said_nothing_remains() {
+        // The reset is whole epoch seconds 2 s ahead (1 to 2 s away), plus the 1 s margin.
+        let waited = wait_after((200, 0, 2)).await;
+        assert!(
+            waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_makes_the_next_tag_call_wait_for_its_reset() {
+        let waited = wait_after((429, 0, 2)).await;
+        assert!(
+            waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reset_in_the_past_does_not_hold_tag_calls() {
+        let waited = wait_after((200, 0, -60)).await;
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        // Remaining budget: no wait either.
+        let waited = wait_after((200, 5, 60)).await;
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn tags_and_conversions_are_paced_separately() {
+        let x = Arc::new(StubX::default());
+        let url = stub(x.clone()).await;
+        let budgets = RequestBudgets::unmetered();
+        let conversions = Arc::new(RateBudget::new(60_000, Duration::from_secs(900)));
+        let c = client(&url, &budgets).with_budget(conversions.clone());
+        // Tags exhausted for a minute: conversions still go out at once.
+        x.plan.lock().unwrap().push_back((200, 0, 60));
+        c.get_tag("acc", "o3bk1").await.unwrap();
+        let start = Instant::now();
+        c.send_conversions("pix", &[conversion()]).await.unwrap();
+        assert!(start.elapsed() < Duration::from_millis(500));
+        assert_eq!(budgets.get(&c.budget_key()).upstream_room(), Some(0));
+        assert_eq!(conversions.upstream_room(), Some(1000));
+        // Conversions exhausted: a fresh credential's tag calls are not held by them.
+        let c = XAdsClient::new(
+            Transport::from_config(&HttpConfig::default()).unwrap(),
+            &url,
+            credentials("another-user"),
+        )
+        .unwrap();
+        let c = c
+            .clone()
+            .with_budget(budgets.get(&c.budget_key()))
+            .with_budget(conversions.clone());
+        x.plan.lock().unwrap().push_back((200, 0, 60));
+        c.send_conversions("pix", &[conversion()]).await.unwrap();
+        assert_eq!(conversions.upstream_room(), Some(0));
+        let start = Instant::now();
+        c.get_tag("acc", "o3bk1").await.unwrap();
+        assert!(start.elapsed() < Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn at_most_four_tag_calls_are_in_flight_per_credential() {
+        let x = Arc::new(StubX {
+            delay: Duration::from_millis(150),
+            ..Default::default()
+        });
+        let url = stub(x.clone()).await;
+        let budgets = RequestBudgets::unmetered();
+        // Two clients of one credential (two objects) share its cap.
+        let (a, b) = (client(&url, &budgets), client(&url, &budgets));
+        let calls: Vec<_> = (0..12)
+            .map(|i| {
+                let c = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { c.get_tag("acc", "o3bk1").await.map(|_| ()) })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert_eq!(x.arrivals.lock().unwrap().len(), 12);
+        assert_eq!(x.peak.load(Ordering::SeqCst), 4);
+        // Without a budget nothing is capped (the test would see it).
+        x.peak.store(0, Ordering::SeqCst);
+        let free = XAdsClient::new(
+            Transport::from_config(&HttpConfig::default()).unwrap(),
+            &url,
+            credentials("at"),
+        )
+        .unwrap();
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let c = free.clone();
+                tokio::spawn(async move { c.get_tag("acc", "o3bk1").await.map(|_| ()) })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert!(x.peak.load(Ordering::SeqCst) > 4);
+    }
 
     #[test]
     fn conversion_serialises_per_contract() {
