@@ -19,13 +19,13 @@ use crate::managed::kinds::ctwa_tracking::CtwaTrackingAdapter;
 use crate::managed::kinds::signals_keyword::SignalsKeywordAdapter;
 use crate::managed::kinds::signals_postback::SignalsPostbackAdapter;
 use crate::managed::kinds::x_web_event_tag::XWebEventTagAdapter;
-use crate::upstream::clients::{DialogUpstream, XUpstream};
-use crate::metrics::Metrics;
 use crate::managed::ownership::Peers;
 use crate::managed::resource::{Managed, Reference};
+use crate::metrics::Metrics;
 use crate::runtime::scope::{Scope, Trigger, any_change, follow};
 use crate::server::{self, Health};
 use crate::upstream::budget::BudgetRegistry;
+use crate::upstream::clients::{DialogUpstream, XUpstream};
 use crate::upstream::http::{HttpConfig, Transport, install_crypto_provider};
 use crate::upstream::hub_auth::HubTokenProvider;
 
@@ -102,6 +102,7 @@ pub async fn run_until(
     let x = XUpstream {
         transport,
         x_ads_url: config.x_ads_url.clone(),
+        tag_budgets: Arc::new(crate::upstream::budget::RequestBudgets::unmetered()),
     };
     let supervisor = Supervisor::new(
         client.clone(),
@@ -360,8 +361,10 @@ fn postback_triggers(scope: &Scope) -> Vec<Trigger<SignalsPostback>> {
             any_change::<SignalsKeyword>,
             |p, name| refers(p, name, true),
         ),
-        follow(scope.api::<ConversionBridge>(), bridge_identity, |p, name| {
-            refers(p, name, false)
-        }),
+        follow(
+            scope.api::<ConversionBridge>(),
+            bridge_identity,
+            |p, name| refers(p, name, false),
+        ),
     ]
 }

@@ -275,6 +275,13 @@ fn cases() -> Vec<Case> {
             &["url uses http://", "allowInsecureUrl: true"],
         ),
         case(
+            "HTTP url in capitals without allowInsecureUrl",
+            postback,
+            Create,
+            set("/spec/url", json!("HTTP://hooks.example.com/ctwa")),
+            &["url uses http://", "allowInsecureUrl: true"],
+        ),
+        case(
             "relative url",
             postback,
             Create,

@@ -167,7 +167,9 @@ async fn deletion_after_the_secret_went_uses_the_credentials_last_read() {
 #[tokio::test]
 async fn deletion_with_credentials_never_read_waits_until_orphaned() {
     let mut env = common::env_without_operator("skw-orphan").await;
-    let id = env.fake.insert_keyword("c1", "a1", "hi", Some("ad1"), false);
+    let id = env
+        .fake
+        .insert_keyword("c1", "a1", "hi", Some("ad1"), false);
     let mut manifest = keyword("k", "hi");
     manifest["metadata"]["annotations"] = json!({"ctwa.dev/external-id": id});
     manifest["metadata"]["finalizers"] = json!(["ctwa.dev/finalizer"]);

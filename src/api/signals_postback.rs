@@ -49,7 +49,7 @@ use super::common::{
     {"rule": "self.event == 'Keyword' || (!has(self.keywordRef) && !has(self.keywordId))", "message": "keywordRef and keywordId are only allowed when event is Keyword"},
     {"rule": "has(self.url) != has(self.bridgeRef)", "message": "exactly one of url or bridgeRef must be set"},
     {"rule": "!has(self.url) || (isURL(self.url) && url(self.url).getHostname() != '' && (url(self.url).getScheme() == 'https' || url(self.url).getScheme() == 'http'))", "message": "url must be an absolute https:// URL"},
-    {"rule": "!has(self.url) || !self.url.startsWith('http://') || self.allowInsecureUrl", "message": "url uses http://: use https://, or set allowInsecureUrl: true"}
+    {"rule": "!has(self.url) || !self.url.lowerAscii().startsWith('http://') || self.allowInsecureUrl", "message": "url uses http://: use https://, or set allowInsecureUrl: true"}
 ]))]
 pub struct SignalsPostbackSpec {
     /// 360dialog client id. Immutable.

@@ -25,7 +25,6 @@ use super::state::Phase;
 use super::supervisor::{Desired, Supervisor};
 use super::worker::WorkerConfig;
 use crate::api::{ConversionBridge, SignalsEventType, XWebEventTag, postback_token_secret};
-use crate::upstream::clients::{DialogUpstream, XUpstream, secret_data};
 use crate::metrics::Metrics;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::{READY, Reason, find};
@@ -34,8 +33,8 @@ use crate::runtime::failure::Failure;
 use crate::runtime::scope::KubeError;
 use crate::runtime::scope::Scope;
 use crate::upstream::budget::BudgetRegistry;
-use crate::upstream::secret::{SecretString, XCredentials};
-use crate::upstream::x_ads::XAdsClient;
+use crate::upstream::clients::{DialogUpstream, XUpstream, secret_data};
+use crate::upstream::secret::SecretString;
 
 /// How often a bridge's references are checked again without any change.
 const RECHECK: Duration = Duration::from_secs(300);
@@ -163,14 +162,14 @@ async fn reconcile_once(
         Ok(desired) => desired,
         Err(Resolve::Kube(e)) => return Err(e),
         Err(Resolve::Failed(failure)) => match failure.settled() {
-        Failure::Terminal { reason, message } => {
-            Desired::Hold(Phase::Stalled { reason, message })
-        }
-        Failure::Waiting { reason, message }
+            Failure::Terminal { reason, message } => {
+                Desired::Hold(Phase::Stalled { reason, message })
+            }
+            Failure::Waiting { reason, message }
             | Failure::Transient {
                 reason, message, ..
             } => Desired::Hold(Phase::Waiting { reason, message }),
-        Failure::Gone { .. } => unreachable!("settled"),
+            Failure::Gone { .. } => unreachable!("settled"),
         },
     };
     // A problem with the postback token holds the bridge and shows in its status; a
@@ -178,7 +177,10 @@ async fn reconcile_once(
     let mut token = None;
     let desired = match desired {
         Desired::Run { .. } if bridge.spec.source.postbacks.enabled => {
-            match ensure_token(&bridge, &ctx.kube).await.map_err(Failure::settled) {
+            match ensure_token(&bridge, &ctx.kube)
+                .await
+                .map_err(Failure::settled)
+            {
                 Ok(t) => {
                     token = Some(t);
                     desired
@@ -255,13 +257,11 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
     let x = &spec.destination.x;
 
     let dialog_secret = secret(&secrets, &signals.secret_ref.name).await?;
-    let signals_client =
-        ctx.dialog
-            .budgeted_signals_client(&signals.client_id, &signals.app_id, &dialog_secret)
-            .map_err(Failure::from)?;
+    let signals_client = ctx
+        .dialog
+        .budgeted_signals_client(&signals.client_id, &signals.app_id, &dialog_secret)
+        .map_err(Failure::from)?;
     let x_secret = secret(&secrets, &x.secret_ref.name).await?;
-    let credentials =
-        XCredentials::from_secret_data(&secret_data(&x_secret)).map_err(Failure::from)?;
     let event_id = match (&x.event_id, &x.event_tag_ref) {
         (Some(id), _) => id.clone(),
         (None, Some(reference)) => tag_id(&ctx.kube, &namespace, &reference.name).await?,
@@ -278,7 +278,9 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
         spec.rate_limit.events_per15_min.max(1) as u64,
         BUDGET_WINDOW,
     );
-    let x_client = XAdsClient::new(ctx.x.transport.clone(), &ctx.x.x_ads_url, credentials)
+    let x_client = ctx
+        .x
+        .client(&x_secret)
         .map_err(Failure::from)?
         .with_budget(budget.clone());
 

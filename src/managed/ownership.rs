@@ -81,8 +81,8 @@ fn holds<K: Managed>(obj: &K) -> bool {
 /// Whether `obj` competes for upstream objects at all: Observe mode only reads and may share,
 /// and an object whose finalizer is gone is on its way out. A paused owner stays the owner.
 fn competes<K: Managed>(obj: &K) -> bool {
-    let leaving = obj.meta().deletion_timestamp.is_some()
-        && !obj.finalizers().iter().any(|f| f == FINALIZER);
+    let leaving =
+        obj.meta().deletion_timestamp.is_some() && !obj.finalizers().iter().any(|f| f == FINALIZER);
     obj.management_policy() == ManagementPolicy::Manage && !leaving
 }
 

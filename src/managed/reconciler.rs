@@ -227,13 +227,8 @@ where
     match sync(obj, ctx).await {
         Ok(synced) => {
             ctx.backoff.reset(&key);
-            ctx.status(
-                obj,
-                &synced.health,
-                synced.status,
-                synced.wrote_upstream,
-            )
-            .await?;
+            ctx.status(obj, &synced.health, synced.status, synced.wrote_upstream)
+                .await?;
             if let Some(hash) = synced.echo {
                 ctx.echoes
                     .lock()
@@ -404,7 +399,12 @@ where
     A: ExternalResource<K>,
 {
     let found = match observed {
-        None => return Ok((adapter.create(client, obj, refs).await?, Some(Reason::Creating))),
+        None => {
+            return Ok((
+                adapter.create(client, obj, refs).await?,
+                Some(Reason::Creating),
+            ));
+        }
         Some(found) => found,
     };
     match found.drift {
@@ -414,7 +414,10 @@ where
         Drift::Differs => match adapter.update(client, obj, refs, &found).await {
             Ok(updated) => Ok((updated, Some(Reason::Updating))),
             Err(f) if f.is_gone() => match observe(adapter, client, obj, refs).await? {
-                None => Ok((adapter.create(client, obj, refs).await?, Some(Reason::Creating))),
+                None => Ok((
+                    adapter.create(client, obj, refs).await?,
+                    Some(Reason::Creating),
+                )),
                 Some(again) if again.drift == Drift::None => Ok((again, None)),
                 Some(again) => Ok((
                     adapter.update(client, obj, refs, &again).await?,
@@ -497,9 +500,7 @@ where
             Err(SyncError::Failed(failure)) => {
                 ctx.status(obj, &failure.health(), None, false).await?;
                 let action = match &failure {
-                    Failure::Waiting { .. } => {
-                        Action::requeue(ctx.backoff.next_delay(&key, None))
-                    }
+                    Failure::Waiting { .. } => Action::requeue(ctx.backoff.next_delay(&key, None)),
                     other => retry_after(ctx, &key, other),
                 };
                 return Ok((action, outcome_of(&failure)));
@@ -573,4 +574,289 @@ where
 /// Spreads resyncs of objects created together over ±10% of the interval.
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.9 + 0.2 * crate::runtime::backoff::jitter_fraction())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The decisions of the generic reconciler, against a scripted adapter (no cluster).
+
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::api::{SignalsKeyword, SignalsKeywordStatus};
+    use crate::managed::external::Observation;
+
+    /// What a scripted call answers: an object with this drift, none, or a failure.
+    #[derive(Clone, Debug)]
+    enum Answer {
+        Found(Drift),
+        Nothing,
+        Gone,
+        Down,
+    }
+    use Answer::*;
+
+    #[derive(Default)]
+    struct Script {
+        get: VecDeque<Answer>,
+        find: VecDeque<Answer>,
+        update: VecDeque<Answer>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    struct Fake(Mutex<Script>);
+
+    type Obs = Observation<(), SignalsKeywordStatus>;
+
+    fn found(drift: Drift) -> Obs {
+        Observation {
+            external_id: Some("id-1".into()),
+            drift,
+            status: Default::default(),
+            upstream: (),
+        }
+    }
+
+    impl Fake {
+        fn answer(&self, call: &'static str) -> Result<Option<Obs>, Failure> {
+            let mut script = self.0.lock().unwrap();
+            script.calls.lock().unwrap().push(call);
+            let next = match call {
+                "get" => script.get.pop_front(),
+                "find" => script.find.pop_front(),
+                _ => script.update.pop_front(),
+            };
+            match next.unwrap_or(Nothing) {
+                Found(d) => Ok(Some(found(d))),
+                Nothing => Ok(None),
+                Gone => Err(Failure::Gone {
+                    message: "404".into(),
+                }),
+                Down => Err(Failure::Transient {
+                    reason: Reason::UpstreamUnavailable,
+                    message: "503".into(),
+                    retry_after: None,
+                }),
+            }
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.0.lock().unwrap().calls.lock().unwrap().clone()
+        }
+    }
+
+    impl ExternalResource<SignalsKeyword> for Fake {
+        type Client = ();
+        type Upstream = ();
+        fn connect(
+            &self,
+            _: &SignalsKeyword,
+            _: &k8s_openapi::api::core::v1::Secret,
+        ) -> Result<(), Failure> {
+            Ok(())
+        }
+        fn claims(&self, _: &SignalsKeyword) -> Vec<String> {
+            vec![]
+        }
+        fn recorded_id(&self, obj: &SignalsKeyword) -> Option<String> {
+            obj.status.as_ref().and_then(|s| s.keyword_id.clone())
+        }
+        async fn get(
+            &self,
+            _: &(),
+            _: &SignalsKeyword,
+            _: &Resolved,
+            _: &str,
+        ) -> Result<Option<Obs>, Failure> {
+            self.answer("get")
+        }
+        async fn find(
+            &self,
+            _: &(),
+            _: &SignalsKeyword,
+            _: &Resolved,
+        ) -> Result<Option<Obs>, Failure> {
+            self.answer("find")
+        }
+        async fn create(&self, _: &(), _: &SignalsKeyword, _: &Resolved) -> Result<Obs, Failure> {
+            self.0.lock().unwrap().calls.lock().unwrap().push("create");
+            Ok(found(Drift::None))
+        }
+        async fn update(
+            &self,
+            _: &(),
+            _: &SignalsKeyword,
+            _: &Resolved,
+            _: &Obs,
+        ) -> Result<Obs, Failure> {
+            self.answer("update")
+                .map(|o| o.unwrap_or_else(|| found(Drift::None)))
+        }
+        async fn delete(
+            &self,
+            _: &(),
+            _: &SignalsKeyword,
+            _: &Resolved,
+            _: Option<&str>,
+        ) -> Result<(), Failure> {
+            Ok(())
+        }
+    }
+
+    fn keyword(known_id: bool) -> SignalsKeyword {
+        let mut k: SignalsKeyword = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsKeyword",
+            "metadata": {"name": "k", "namespace": "n"},
+            "spec": {"clientId": "c", "appId": "a", "keyword": "k", "adId": "ad", "secretRef": {"name": "s"}}
+        }))
+        .unwrap();
+        if known_id {
+            k.status = Some(SignalsKeywordStatus {
+                keyword_id: Some("id-1".into()),
+                ..Default::default()
+            });
+        }
+        k
+    }
+
+    #[tokio::test]
+    async fn observe_then_converge_decides_like_the_spec_says() {
+        struct Case {
+            name: &'static str,
+            known_id: bool,
+            get: Vec<Answer>,
+            find: Vec<Answer>,
+            update: Vec<Answer>,
+            calls: Vec<&'static str>,
+            /// The Event reason, or the failure when it ends in one.
+            outcome: Result<Option<Reason>, &'static str>,
+        }
+        let cases = vec![
+            Case {
+                name: "nothing by key: create",
+                known_id: false,
+                get: vec![],
+                find: vec![Nothing],
+                update: vec![],
+                calls: vec!["find", "create"],
+                outcome: Ok(Some(Reason::Creating)),
+            },
+            Case {
+                name: "found by key, in sync: adopt, write nothing",
+                known_id: false,
+                get: vec![],
+                find: vec![Found(Drift::None)],
+                update: vec![],
+                calls: vec!["find"],
+                outcome: Ok(None),
+            },
+            Case {
+                name: "known id, in sync: no natural-key search",
+                known_id: true,
+                get: vec![Found(Drift::None)],
+                find: vec![],
+                update: vec![],
+                calls: vec!["get"],
+                outcome: Ok(None),
+            },
+            Case {
+                name: "known id gone (404): natural key, then create",
+                known_id: true,
+                get: vec![Gone],
+                find: vec![Nothing],
+                update: vec![],
+                calls: vec!["get", "find", "create"],
+                outcome: Ok(Some(Reason::Creating)),
+            },
+            Case {
+                name: "known id archived: adopt by natural key",
+                known_id: true,
+                get: vec![Nothing],
+                find: vec![Found(Drift::None)],
+                update: vec![],
+                calls: vec!["get", "find"],
+                outcome: Ok(None),
+            },
+            Case {
+                name: "reading by id fails: no create behind its back",
+                known_id: true,
+                get: vec![Down],
+                find: vec![],
+                update: vec![],
+                calls: vec!["get"],
+                outcome: Err("transient"),
+            },
+            Case {
+                name: "drift: update",
+                known_id: true,
+                get: vec![Found(Drift::Differs)],
+                find: vec![],
+                update: vec![Found(Drift::None)],
+                calls: vec!["get", "update"],
+                outcome: Ok(Some(Reason::Updating)),
+            },
+            Case {
+                name: "404 on update: re-observe and re-create, never Stalled",
+                known_id: true,
+                get: vec![Found(Drift::Differs), Gone],
+                find: vec![Nothing],
+                update: vec![Gone],
+                calls: vec!["get", "update", "get", "find", "create"],
+                outcome: Ok(Some(Reason::Creating)),
+            },
+            Case {
+                name: "404 on update, back in sync when read again",
+                known_id: true,
+                get: vec![Found(Drift::Differs), Found(Drift::None)],
+                find: vec![],
+                update: vec![Gone],
+                calls: vec!["get", "update", "get"],
+                outcome: Ok(None),
+            },
+            Case {
+                name: "unknown drift: asserted again without an Event",
+                known_id: false,
+                get: vec![],
+                find: vec![Found(Drift::Unknown)],
+                update: vec![Found(Drift::Unknown)],
+                calls: vec!["find", "update"],
+                outcome: Ok(None),
+            },
+            Case {
+                name: "unknown drift, 404 on assert: the failure stands",
+                known_id: false,
+                get: vec![],
+                find: vec![Found(Drift::Unknown)],
+                update: vec![Gone],
+                calls: vec!["find", "update"],
+                outcome: Err("terminal"),
+            },
+            Case {
+                name: "a failing update is reported, not retried here",
+                known_id: true,
+                get: vec![Found(Drift::Differs)],
+                find: vec![],
+                update: vec![Down],
+                calls: vec!["get", "update"],
+                outcome: Err("transient"),
+            },
+        ];
+        for case in cases {
+            let fake = Fake(Mutex::new(Script {
+                get: case.get.into(),
+                find: case.find.into(),
+                update: case.update.into(),
+                ..Default::default()
+            }));
+            let obj = keyword(case.known_id);
+            let refs = Resolved::default();
+            let result = async {
+                let observed = observe(&fake, &(), &obj, &refs).await?;
+                converge(&fake, &(), &obj, &refs, observed).await
+            }
+            .await;
+            let outcome = result.map(|(_, verb)| verb).map_err(|f| outcome_of(&f));
+            assert_eq!(outcome, case.outcome, "{}", case.name);
+            assert_eq!(fake.calls(), case.calls, "{}", case.name);
+        }
+    }
 }

@@ -9,9 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     CommonStatus, CtwaTracking, CtwaTrackingStatus, DeletionPolicy, EXTERNAL_ID_ANNOTATION,
-    ManagementPolicy, PAUSED_ANNOTATION, PostbackEvent, RESYNC_INTERVAL_ANNOTATION,
-    SignalsKeyword, SignalsKeywordStatus, SignalsPostback, SignalsPostbackStatus, XWebEventTag,
-    XWebEventTagStatus,
+    ManagementPolicy, PAUSED_ANNOTATION, PostbackEvent, RESYNC_INTERVAL_ANNOTATION, SignalsKeyword,
+    SignalsKeywordStatus, SignalsPostback, SignalsPostbackStatus, XWebEventTag, XWebEventTagStatus,
 };
 
 /// The least drift-check interval an annotation can ask for (SPEC 7.1).

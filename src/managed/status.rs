@@ -2,9 +2,9 @@
 //! finalizer, each written only when it changes.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 
 use super::resource::{KindStatus, Managed};

@@ -99,17 +99,19 @@ pub enum ClientError {
 pub struct XUpstream {
     pub transport: Transport,
     pub x_ads_url: String,
+    /// One budget per X credential for the tag calls of every object and bridge, paced by
+    /// X's `x-rate-limit-*` answers (SPEC 7.1).
+    pub tag_budgets: Arc<RequestBudgets>,
 }
 
 impl XUpstream {
-    /// An X Ads client with the credentials of `secret`.
+    /// An X Ads client with the credentials of `secret`, its tag calls within the
+    /// credential's budget.
     pub fn client(&self, secret: &Secret) -> Result<XAdsClient, ClientError> {
         let credentials = XCredentials::from_secret_data(&secret_data(secret))?;
-        Ok(XAdsClient::new(
-            self.transport.clone(),
-            &self.x_ads_url,
-            credentials,
-        )?)
+        let client = XAdsClient::new(self.transport.clone(), &self.x_ads_url, credentials)?;
+        let budget = self.tag_budgets.get(&client.budget_key());
+        Ok(client.with_budget(budget))
     }
 }
 

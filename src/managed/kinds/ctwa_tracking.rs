@@ -74,8 +74,13 @@ impl ExternalResource<CtwaTracking> for CtwaTrackingAdapter {
         obj: &CtwaTracking,
         refs: &Resolved,
     ) -> Result<Observed, Failure> {
-        self.update(client, obj, refs, &applied(obj.spec.enabled, Drift::Differs))
-            .await
+        self.update(
+            client,
+            obj,
+            refs,
+            &applied(obj.spec.enabled, Drift::Differs),
+        )
+        .await
     }
 
     async fn update(

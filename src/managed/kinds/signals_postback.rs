@@ -63,7 +63,12 @@ fn recorded_hash(obj: &SignalsPostback) -> Option<String> {
     obj.status.as_ref().and_then(|s| s.url_sha256.clone())
 }
 
-fn observation(obj: &SignalsPostback, refs: &Resolved, want: &str, have: Option<String>) -> Observed {
+fn observation(
+    obj: &SignalsPostback,
+    refs: &Resolved,
+    want: &str,
+    have: Option<String>,
+) -> Observed {
     let keyword_id = keyword_id(obj, refs);
     // A status that still records another target means the old one may need clearing.
     let moved = obj.spec.event == PostbackEvent::Keyword
@@ -155,16 +160,24 @@ impl ExternalResource<SignalsPostback> for SignalsPostbackAdapter {
     /// last resolved, or (not resolved yet) the referenced keyword by name.
     fn claims(&self, obj: &SignalsPostback) -> Vec<String> {
         let s = &obj.spec;
-        let base = format!("postback:{}/{}/{}/{:?}", s.client_id, s.app_id, s.ad_id, s.event);
+        let base = format!(
+            "postback:{}/{}/{}/{:?}",
+            s.client_id, s.app_id, s.ad_id, s.event
+        );
         if s.event != PostbackEvent::Keyword {
             return vec![base];
         }
         let ids = s.keyword_id.iter().cloned().chain(recorded_keyword(obj));
-        let by_name = s
-            .keyword_ref
-            .iter()
-            .map(|r| format!("{base}/ref:{}/{}", obj.namespace().unwrap_or_default(), r.name));
-        ids.map(|id| format!("{base}/{id}")).chain(by_name).collect()
+        let by_name = s.keyword_ref.iter().map(|r| {
+            format!(
+                "{base}/ref:{}/{}",
+                obj.namespace().unwrap_or_default(),
+                r.name
+            )
+        });
+        ids.map(|id| format!("{base}/{id}"))
+            .chain(by_name)
+            .collect()
     }
 
     /// The operator set a URL that is still recorded.
@@ -184,9 +197,7 @@ impl ExternalResource<SignalsPostback> for SignalsPostbackAdapter {
         let want = sha256_hex(self.url(obj, refs)?.expose());
         let target = target(obj, keyword_id(obj, refs).as_deref())?;
         let have = Self::read(client, &target).await?;
-        Ok(have
-            .is_some()
-            .then(|| observation(obj, refs, &want, have)))
+        Ok(have.is_some().then(|| observation(obj, refs, &want, have)))
     }
 
     async fn create(
