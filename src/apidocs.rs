@@ -483,7 +483,7 @@ mod tests {
             "| `spec.batching.maxBatchSize` | integer (int32) | no | `500` |",
             "`has(self.eventId) != has(self.eventTagRef)`",
             "| `spec.source.signals.pollInterval` | string | no | `60s` |",
-            "`!has(self.url) \\|\\| !self.url.startsWith('http://') \\|\\| self.allowInsecureUrl`",
+            "`!has(self.url) \\|\\| !self.url.lowerAscii().startsWith('http://') \\|\\| self.allowInsecureUrl`",
         ] {
             assert!(markdown.contains(expected), "missing: {expected}");
         }

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use rand::RngCore;
@@ -30,8 +30,7 @@ use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::{READY, Reason, find};
 use crate::runtime::duration::parse_duration;
 use crate::runtime::failure::Failure;
-use crate::runtime::scope::KubeError;
-use crate::runtime::scope::Scope;
+use crate::runtime::scope::{KubeError, Scope, referencing};
 use crate::upstream::budget::BudgetRegistry;
 use crate::upstream::clients::{DialogUpstream, XUpstream, secret_data};
 use crate::upstream::secret::SecretString;
@@ -95,32 +94,17 @@ pub async fn run(ctx: Arc<BridgeContext>, scope: Scope) {
         .touched_objects();
     Controller::for_stream(objects, reader)
         .watches_stream(secret_changes, move |secret| {
-            let ns = secret.namespace();
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|b| b.namespace() == ns && uses_secret(b, &name))
-                .map(|b| ObjectRef::from_obj(b.as_ref()))
-                .collect::<Vec<_>>()
+            referencing(&store, &secret, uses_secret)
         })
         .watches_stream(tag_changes, move |tag| {
-            let ns = tag.namespace();
-            let name = tag.name_any();
-            tag_store
-                .state()
-                .into_iter()
-                .filter(|b| {
-                    b.namespace() == ns
-                        && b.spec
-                            .destination
-                            .x
-                            .event_tag_ref
-                            .as_ref()
-                            .is_some_and(|r| r.name == name)
-                })
-                .map(|b| ObjectRef::from_obj(b.as_ref()))
-                .collect::<Vec<_>>()
+            referencing(&tag_store, &tag, |b: &ConversionBridge, name| {
+                b.spec
+                    .destination
+                    .x
+                    .event_tag_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+            })
         })
         .graceful_shutdown_on(scope.shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
