@@ -85,21 +85,29 @@ fn preamble(out: &mut String, crds: &[Value]) {
          |---|---|---|\n\
          | `ctwa.dev/external-id` | SignalsKeyword, XWebEventTag | The upstream id (keyword id, \
          web event tag id). Set it to adopt an existing upstream object; the operator writes it \
-         right after it creates one. |\n\
+         right after it creates one. An upstream object already managed by another object is \
+         not adopted (reason `AlreadyManaged`). |\n\
          | `ctwa.dev/paused: \"true\"` | CtwaTracking, SignalsKeyword, SignalsPostback, \
          XWebEventTag | No upstream calls for this object; `Ready` keeps its last value and one \
-         `ReconcilePaused` Event is emitted. (A ConversionBridge has `spec.suspend` instead.) |\n\
+         `ReconcilePaused` Event is emitted. A deletion with `deletionPolicy: Delete` waits \
+         until the object is unpaused or set to `Orphan`. (A ConversionBridge has \
+         `spec.suspend` instead.) |\n\
          | `ctwa.dev/resync-interval` | CtwaTracking, SignalsKeyword, SignalsPostback, \
          XWebEventTag | How often upstream is re-read to repair drift for this object (`90s`, \
-         `10m`, `1h`), instead of `--resync-interval`. |\n\n\
+         `10m`, `1h`), instead of `--resync-interval`. At least `10s`: a shorter value is \
+         raised to `10s`, and a value that is not a duration gives the default; either gives \
+         one `InvalidAnnotation` Warning Event. |\n\n\
          ## Conditions\n\n\
          Every kind reports the kstatus-compatible conditions `Ready`, `Reconciling` and `Stalled` \
          in `status.conditions` (a ConversionBridge adds `SourceHealthy` and `DestinationHealthy`). \
          Their reasons, also used for Kubernetes Events, are stable: `Available`, `Creating`, `Updating`, `Deleting`, \
          `SecretNotFound`, `InvalidCredentials`, `UpstreamRejected`, `UpstreamUnavailable`, \
-         `RateLimited`, `DependencyNotReady`, `ReconcilePaused`, `Observed`, `NotFound`, and \
-         `Suspended` (ConversionBridge). [troubleshooting.md](troubleshooting.md) explains each \
-         reason and what to do about it.\n",
+         `RateLimited`, `DependencyNotReady`, `ReconcilePaused`, `Observed`, `NotFound`, \
+         `AlreadyManaged` (another object manages the same upstream object), and `Suspended` \
+         (ConversionBridge). `InvalidAnnotation` appears in Warning Events only (a \
+         `ctwa.dev/*` annotation that could not be used as written). \
+         [troubleshooting.md](troubleshooting.md) explains each reason and what to do about \
+         it.\n",
     );
 }
 
