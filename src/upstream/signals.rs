@@ -286,17 +286,7 @@ impl SignalsClient {
         &self,
         filter: &KeywordFilter,
     ) -> Result<Vec<Keyword>, UpstreamError> {
-        let mut all = Vec::new();
-        loop {
-            let page = self
-                .list_keywords(filter, all.len() as u64, KEYWORDS_MAX_LIMIT)
-                .await?;
-            let done = page.data.is_empty();
-            all.extend(page.data);
-            if done || all.len() as u64 >= page.total_count {
-                return Ok(all);
-            }
-        }
+        all_pages(|offset| self.list_keywords(filter, offset, KEYWORDS_MAX_LIMIT)).await
     }
 
     /// `GET /keywords/{id}` (404 → [`UpstreamError::is_not_found`]).
@@ -425,16 +415,24 @@ impl SignalsClient {
         &self,
         query: &EventQuery,
     ) -> Result<Vec<serde_json::Value>, UpstreamError> {
-        let mut all = Vec::new();
-        loop {
-            let page = self
-                .list_events(query, all.len() as u64, EVENTS_MAX_LIMIT)
-                .await?;
-            let done = page.data.is_empty();
-            all.extend(page.data);
-            if done || all.len() as u64 >= page.total_count {
-                return Ok(all);
-            }
+        all_pages(|offset| self.list_events(query, offset, EVENTS_MAX_LIMIT)).await
+    }
+}
+
+/// Every item of a paged list: pages are read from offset 0 until one is empty or the total
+/// is reached.
+async fn all_pages<T, F, Fut>(mut page_at: F) -> Result<Vec<T>, UpstreamError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, UpstreamError>>,
+{
+    let mut all = Vec::new();
+    loop {
+        let page = page_at(all.len() as u64).await?;
+        let done = page.data.is_empty();
+        all.extend(page.data);
+        if done || all.len() as u64 >= page.total_count {
+            return Ok(all);
         }
     }
 }
