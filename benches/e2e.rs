@@ -6,129 +6,42 @@
 //! (all when none is named). `CTWA_BENCH_STEADY_SECS` shortens the steady-state window.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
-use ctwa_testenv::{TestNamespace, kubeconfig_path, repo_root};
-use fake_upstreams::{FakeUpstreams, FaultRule, XCredentials, XRateLimits};
+use ctwa_testenv::events::{bridge_manifest, merge};
+use ctwa_testenv::{
+    DIALOG_PASSWORD, DIALOG_USERNAME, Env, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET, X_CONSUMER_KEY,
+    X_CONSUMER_SECRET, repo_root,
+};
+use fake_upstreams::{FakeUpstreams, FaultRule, XRateLimits};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
 const LATENCY_MS: u64 = 5;
 
-struct Bench {
-    client: kube::Client,
-    ns: TestNamespace,
-    fake: FakeUpstreams,
+/// A namespace with the test fixture (fakes, Secrets), the operator not yet started.
+async fn bench_env(prefix: &str) -> Env {
+    Env::without_operator(prefix, env!("CARGO_BIN_EXE_ctwa-operator")).await
 }
 
-impl Bench {
-    async fn new(prefix: &str) -> Self {
-        let client = ctwa_testenv::client().await;
-        let ns = TestNamespace::create(&client, prefix).await;
-        let fake = FakeUpstreams::start().await.unwrap();
-        fake.add_hub_user("u", "bench-password");
-        fake.add_x_credentials(
-            XCredentials {
-                consumer_key: "ck".into(),
-                consumer_secret: "cs".into(),
-                access_token: "at".into(),
-                access_token_secret: "ats".into(),
-            },
-            &["acc1"],
-        );
-        fake.add_x_account("acc1", "pix1");
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-        for (name, data) in [
-            (
-                "dialog360",
-                json!({"username": "u", "password": "bench-password"}),
-            ),
-            (
-                "x-ads",
-                json!({"consumer-key": "ck", "consumer-secret": "cs", "access-token": "at", "access-token-secret": "ats"}),
-            ),
-        ] {
-            let secret: Secret = serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data
-            }))
-            .unwrap();
-            secrets
-                .create(&PostParams::default(), &secret)
-                .await
-                .unwrap();
-        }
-        Bench { client, ns, fake }
-    }
-
-    fn latency(&self, ms: u64) {
-        self.fake.clear_faults();
-        if ms > 0 {
-            self.fake.set_fault(FaultRule {
-                latency_ms: ms,
-                ..Default::default()
-            });
-        }
-    }
-
-    fn operator(&self, extra: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
-            .args([
-                "run".to_string(),
-                format!("--namespace={}", self.ns.name),
-                format!("--signals-url={}", self.fake.signals_url()),
-                format!("--hub-url={}", self.fake.hub_url()),
-                format!("--x-ads-url={}", self.fake.x_url()),
-                format!("--metrics-addr={}", free_addr()),
-                format!("--postback-addr={}", free_addr()),
-                "--log-level=warn".into(),
-            ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the operator binary starts")
-    }
-
-    async fn create(&self, manifest: Value) {
-        ctwa_testenv::create(&self.client, &self.ns.name, &manifest)
-            .await
-            .unwrap();
-    }
-
-    /// Objects of `plural` whose Ready condition is True.
-    async fn ready_count<K>(&self) -> usize
-    where
-        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), &self.ns.name);
-        api.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|o| {
-                let v = serde_json::to_value(o).unwrap();
-                v["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
-            .count()
+/// `ms` of latency added to every upstream request (none for 0), and no other fault.
+fn latency(fake: &FakeUpstreams, ms: u64) {
+    fake.clear_faults();
+    if ms > 0 {
+        fake.set_fault(FaultRule {
+            latency_ms: ms,
+            ..Default::default()
+        });
     }
 }
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
+/// The operator binary on `env`, warnings only, with `extra` flags.
+fn operator(env: &Env, extra: &[&str]) -> Child {
+    let mut args = env.run_args();
+    args.push("--log-level=warn".into());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    env.spawn_operator(args, &[])
 }
 
 /// (peak RSS MiB, current RSS MiB, CPU seconds) of a process.
@@ -187,23 +100,12 @@ fn write_targets(name: &str, rows: &[(&str, String, bool)]) {
     write_section(&format!("t-{name}"), &md);
 }
 
-fn per_operation(fake: &FakeUpstreams, prefix: &str) -> BTreeMap<String, usize> {
-    let mut ops = BTreeMap::new();
-    for r in fake.requests() {
-        if r.operation.starts_with(prefix) {
-            *ops.entry(r.operation).or_insert(0) += 1;
-        }
-    }
-    ops
-}
-
 async fn convergence() {
     const KEYWORDS: usize = 1_000;
     const TAGS: usize = 200;
-    let b = Bench::new("bench-converge").await;
-    b.fake.add_channel("p1", "c1", "ch1");
-    b.latency(LATENCY_MS);
-    let mut op = b.operator(&["--resync-interval=60s"]);
+    let b = bench_env("bench-converge").await;
+    latency(&b.fake, LATENCY_MS);
+    let mut op = operator(&b, &["--resync-interval=60s"]);
     let started = Instant::now();
     let manifests: Vec<Value> = (0..KEYWORDS)
         .map(|i| json!({
@@ -217,8 +119,11 @@ async fn convergence() {
                      "clickWindow": 30, "viewThroughWindow": 1, "secretRef": {"name": "x-ads"}}
         })))
         .collect();
+    let env = &b;
     futures::stream::iter(manifests)
-        .for_each_concurrent(32, |m| b.create(m))
+        .for_each_concurrent(32, |m| async move {
+            env.create_manifest(&m).await;
+        })
         .await;
     let applied = started.elapsed();
     loop {
@@ -231,9 +136,9 @@ async fn convergence() {
     }
     let converged = started.elapsed();
     let (peak, _, cpu) = proc_stats(op.id());
-    let signals = per_operation(&b.fake, "signals.");
-    let x = per_operation(&b.fake, "x.");
-    let hub = per_operation(&b.fake, "hub.");
+    let signals = b.operation_counts("signals.");
+    let x = b.operation_counts("x.");
+    let hub = b.operation_counts("hub.");
     let mut md = format!(
         "## 1. Convergence: {KEYWORDS} SignalsKeyword + {TAGS} XWebEventTag applied at once\n\n\
          {LATENCY_MS} ms added to every upstream request.\n\n\
@@ -323,7 +228,7 @@ async fn convergence() {
     );
     let _ = op.kill();
     let _ = op.wait();
-    b.ns.delete().await;
+    b.delete_namespace().await;
 }
 
 fn converted_events(prefix: &str, n: u64, from: jiff::Timestamp, span_secs: f64) -> Vec<Value> {
@@ -338,30 +243,16 @@ fn converted_events(prefix: &str, n: u64, from: jiff::Timestamp, span_secs: f64)
         .collect()
 }
 
+/// The bench's bridge: to tag `event_id`, with a rate budget no run reaches.
 fn bridge(name: &str, start: jiff::Timestamp, event_id: &str, extra: Value) -> Value {
-    let mut m = json!({
-        "apiVersion": "ctwa.dev/v1alpha1", "kind": "ConversionBridge", "metadata": {"name": name},
-        "spec": {
-            "source": {"signals": {"clientId": "c1", "appId": "a1", "secretRef": {"name": "dialog360"},
-                                   "pollInterval": "5s", "startTime": start.to_string()}},
-            "destination": {"x": {"pixelId": "pix1", "eventId": event_id, "secretRef": {"name": "x-ads"}}},
-            "batching": {"maxBatchSize": 500, "flushInterval": "1s"},
-            "rateLimit": {"eventsPer15Min": 10_000_000}
-        }
-    });
+    let mut m = bridge_manifest(
+        name,
+        start,
+        json!({"destination": {"x": {"eventId": event_id}},
+               "rateLimit": {"eventsPer15Min": 10_000_000}}),
+    );
     merge(&mut m["spec"], extra);
     m
-}
-
-fn merge(target: &mut Value, patch: Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(t.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (t, p) => *t = p,
-    }
 }
 
 fn unlimited(fake: &FakeUpstreams) {
@@ -372,28 +263,15 @@ fn unlimited(fake: &FakeUpstreams) {
     });
 }
 
-async fn wait_received(fake: &FakeUpstreams, n: usize, limit: Duration) -> Duration {
-    let started = Instant::now();
-    while fake.distinct_conversion_count() < n {
-        assert!(
-            started.elapsed() < limit,
-            "only {} of {n} after {limit:?}",
-            fake.distinct_conversion_count()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    started.elapsed()
-}
-
 async fn throughput() {
     // CTWA_BENCH_EVENTS shortens the run when profiling.
     let events_total: u64 = std::env::var("CTWA_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let b = Bench::new("bench-throughput").await;
+    let b = bench_env("bench-throughput").await;
     unlimited(&b.fake);
-    b.latency(LATENCY_MS);
+    latency(&b.fake, LATENCY_MS);
     let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
     let now = jiff::Timestamp::now();
     let start = now - jiff::SignedDuration::from_hours(25);
@@ -404,24 +282,17 @@ async fn throughput() {
     }
     // The default Signals budget (10 requests per second per Secret) would cap the catch-up
     // at 10,000 events/s; this measures the bridge itself, as the fake takes any rate.
-    let mut op = b.operator(&["--signals-requests-per-second=1000"]);
+    let mut op = operator(&b, &["--signals-requests-per-second=1000"]);
     let started = Instant::now();
-    b.create(bridge("bulk", start, &tag, json!({}))).await;
-    let took = wait_received(&b.fake, events_total as usize, Duration::from_secs(3_600)).await;
+    b.create_manifest(&bridge("bulk", start, &tag, json!({})))
+        .await;
+    let took = b
+        .wait_received(events_total as usize, Duration::from_secs(3_600))
+        .await;
     let elapsed = started.elapsed().max(took);
     let (peak, _, cpu) = proc_stats(op.id());
-    let requests = b
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.operation == "x.send_conversions" && r.status == 200)
-        .count();
-    let pages = b
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.operation == "signals.list_events")
-        .count();
+    let requests = b.request_count("x.send_conversions", Some(200));
+    let pages = b.request_count("signals.list_events", None);
     let received = b.fake.conversion_count();
     let md = format!(
         "## 4. Bridge end to end: {events_total} events, rate limits off, {LATENCY_MS} ms upstream latency\n\n\
@@ -459,48 +330,21 @@ async fn throughput() {
     let _ = op.wait();
 
     // Postback latency at 1000/s.
-    let b2 = Bench::new("bench-latency").await;
+    let b2 = bench_env("bench-latency").await;
     unlimited(&b2.fake);
-    b2.latency(LATENCY_MS);
+    latency(&b2.fake, LATENCY_MS);
     let tag = b2.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
-    let postback_addr = free_addr();
-    let mut op = Command::new(env!("CARGO_BIN_EXE_ctwa-operator"))
-        .args([
-            "run".to_string(),
-            format!("--namespace={}", b2.ns.name),
-            format!("--signals-url={}", b2.fake.signals_url()),
-            format!("--hub-url={}", b2.fake.hub_url()),
-            format!("--x-ads-url={}", b2.fake.x_url()),
-            format!("--metrics-addr={}", free_addr()),
-            format!("--postback-addr={postback_addr}"),
-            "--log-level=warn".into(),
-        ])
-        .env("KUBECONFIG", kubeconfig_path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    b2.create(bridge(
+    let mut op = operator(&b2, &[]);
+    b2.create_manifest(&bridge(
         "live",
         jiff::Timestamp::now(),
         &tag,
         json!({"source": {"postbacks": {"enabled": true}}}),
     ))
     .await;
-    let secrets: Api<Secret> = Api::namespaced(b2.client.clone(), &b2.ns.name);
-    let token = loop {
-        if let Some(s) = secrets.get_opt("live-postback-token").await.unwrap()
-            && let Some(t) = s.data.as_ref().and_then(|d| d.get("token"))
-        {
-            break String::from_utf8(t.0.clone()).unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let token = b2.postback_token("live").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let url = format!(
-        "http://{postback_addr}/postbacks/{}/live/{token}",
-        b2.ns.name
-    );
+    let url = b2.postback_url("live", &token);
     let http = reqwest::Client::new();
     let mut sent: HashMap<String, SystemTime> = HashMap::new();
     const SECONDS: u64 = 20;
@@ -521,7 +365,7 @@ async fn throughput() {
             sent.insert(e["id"].as_str().unwrap().to_string(), at);
         }
     }
-    wait_received(&b2.fake, sent.len(), Duration::from_secs(120)).await;
+    b2.wait_received(sent.len(), Duration::from_secs(120)).await;
     let mut latencies: Vec<f64> = b2
         .fake
         .conversions()
@@ -545,15 +389,15 @@ async fn throughput() {
     write_section("4b-latency", &md);
     let _ = op.kill();
     let _ = op.wait();
-    b.ns.delete().await;
-    b2.ns.delete().await;
+    b.delete_namespace().await;
+    b2.delete_namespace().await;
 }
 
 async fn side_by_side() {
     const EVENTS: u64 = 100_000;
-    let b = Bench::new("bench-side").await;
+    let b = bench_env("bench-side").await;
     unlimited(&b.fake);
-    b.latency(LATENCY_MS);
+    latency(&b.fake, LATENCY_MS);
     let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
     let now = jiff::Timestamp::now();
     let start = now - jiff::SignedDuration::from_hours(2);
@@ -589,17 +433,17 @@ async fn side_by_side() {
             "--event-id",
             &tag,
             "--username",
-            "u",
+            DIALOG_USERNAME,
             "--password",
-            "bench-password",
+            DIALOG_PASSWORD,
             "--consumer-key",
-            "ck",
+            X_CONSUMER_KEY,
             "--consumer-secret",
-            "cs",
+            X_CONSUMER_SECRET,
             "--access-token",
-            "at",
+            X_ACCESS_TOKEN,
             "--access-token-secret",
-            "ats",
+            X_ACCESS_TOKEN_SECRET,
             "--date-from",
             &fmt(start - jiff::SignedDuration::from_secs(60)),
             "--date-to",
@@ -613,12 +457,7 @@ async fn side_by_side() {
         String::from_utf8_lossy(&out.stderr)
     );
     let naive_time = started.elapsed();
-    let naive_requests = b
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.operation == "x.send_conversions")
-        .count();
+    let naive_requests = b.request_count("x.send_conversions", None);
     assert_eq!(b.fake.distinct_conversion_count(), EVENTS as usize);
 
     // The bridge, against the same fake, for the same events (X keeps what it received, so
@@ -627,9 +466,9 @@ async fn side_by_side() {
     let before = b.fake.conversion_count();
     // As in the throughput run: the fake takes any rate, and the default Signals budget (10
     // requests per second) would measure the budget rather than the bridge.
-    let mut op = b.operator(&["--signals-requests-per-second=1000"]);
+    let mut op = operator(&b, &["--signals-requests-per-second=1000"]);
     let started = Instant::now();
-    b.create(bridge(
+    b.create_manifest(&bridge(
         "side",
         start - jiff::SignedDuration::from_secs(60),
         &tag,
@@ -640,12 +479,7 @@ async fn side_by_side() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let bridge_time = started.elapsed();
-    let bridge_requests = b
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.operation == "x.send_conversions")
-        .count();
+    let bridge_requests = b.request_count("x.send_conversions", None);
     let md = format!(
         "## 5. Side by side: {EVENTS} events, the same fake, {LATENCY_MS} ms upstream latency\n\n\
          | | naive forwarder (Python, one conversion per request) | ctwa-operator bridge |\n|---|---|---|\n\
@@ -676,19 +510,19 @@ async fn side_by_side() {
     );
     let _ = op.kill();
     let _ = op.wait();
-    b.ns.delete().await;
+    b.delete_namespace().await;
 }
 
 async fn budget() {
     const BUDGET: u64 = 60_000;
     const SECONDS: u64 = 60;
-    let b = Bench::new("bench-budget").await;
+    let b = bench_env("bench-budget").await;
     b.fake.set_x_rate_limits(XRateLimits {
         conversions: BUDGET,
         requests: 100_000,
         window_seconds: 900,
     });
-    b.latency(LATENCY_MS);
+    latency(&b.fake, LATENCY_MS);
     let tag = b.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
     let now = jiff::Timestamp::now();
     let start = now - jiff::SignedDuration::from_hours(3);
@@ -697,8 +531,8 @@ async fn budget() {
         "a1",
         converted_events("r", 150_000, start, 3.0 * 3_600.0 - 60.0),
     );
-    let mut op = b.operator(&[]);
-    b.create(bridge(
+    let mut op = operator(&b, &[]);
+    b.create_manifest(&bridge(
         "budget",
         start,
         &tag,
@@ -707,12 +541,7 @@ async fn budget() {
     .await;
     tokio::time::sleep(Duration::from_secs(SECONDS)).await;
     let used = b.fake.conversion_count();
-    let refused = b
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.operation == "x.send_conversions" && r.status == 429)
-        .count();
+    let refused = b.request_count("x.send_conversions", Some(429));
     let md = format!(
         "## 6. Rate budget: {BUDGET} conversions per 15 min per account, a 150,000-event backlog, {SECONDS} s observed\n\n\
          | figure | value |\n|---|---|\n\
@@ -731,7 +560,7 @@ async fn budget() {
     );
     let _ = op.kill();
     let _ = op.wait();
-    b.ns.delete().await;
+    b.delete_namespace().await;
 }
 
 #[tokio::main]

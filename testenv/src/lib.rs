@@ -1,11 +1,38 @@
-//! Test support: a real Kubernetes control plane (etcd + kube-apiserver +
-//! kube-controller-manager) on loopback, started on demand by `scripts/control-plane.sh`.
+//! Test and bench support: a real Kubernetes control plane (etcd + kube-apiserver +
+//! kube-controller-manager) on loopback, started on demand by `scripts/control-plane.sh`, and
+//! everything a test or bench of the operator sets up on it.
 //!
-//! Tests call [`client`] and get a client for a running API server with the project's CRDs
-//! installed. When the control plane cannot be started the call panics with the script's
-//! output: an integration test must fail loudly, never pass by skipping.
+//! - The control plane: [`client`] gives a client for a running API server with the
+//!   project's CRDs installed. When the control plane cannot be started the call panics with
+//!   the script's output: an integration test must fail loudly, never pass by skipping.
+//!   [`TestNamespace`], [`apply`], [`create`], [`replace`], [`kubectl`] work on it.
+//! - The fixture: the fakes with one Hub user, channel, X credential, account and pixel
+//!   ([`start_fakes`]), and the Secrets with those credentials ([`create_secrets`]).
+//! - [`Env`]: a namespace with the fixture, and the operator scoped to it, in this process
+//!   or as a child process; waiting for objects, counting what the fakes received, reading
+//!   the operator's `/metrics`.
+//! - Reading status: [`condition`], [`ready`], [`ready_with`], [`ready_true`]; Prometheus
+//!   text: [`sample`].
+//! - [`events`]: Signals events, ConversionBridge manifests and what X must receive.
+//! - Logs: [`log_dir`], [`init_logging`], [`child_output`].
 #![forbid(unsafe_code)]
 
+mod env;
+pub mod events;
+mod fixture;
+mod logs;
+mod status;
+
+pub use env::{DEFAULT_RESYNC, Env, Kind};
+pub use fixture::{
+    APP_ID, CHANNEL_ID, CLIENT_ID, DIALOG_PASSWORD, DIALOG_SECRET, DIALOG_USERNAME, PARTNER_ID,
+    X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET, X_ACCOUNT, X_CONSUMER_KEY, X_CONSUMER_SECRET, X_PIXEL,
+    X_SECRET, create_secrets, start_fakes, x_credentials,
+};
+pub use logs::{child_output, init_logging, log_dir};
+pub use status::{condition, ready, ready_true, ready_with, sample};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -16,6 +43,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+}
 
 /// Root of the repository (the parent of this crate).
 pub fn repo_root() -> &'static Path {
@@ -138,7 +172,12 @@ impl TestNamespace {
 
     /// Deletes the namespace (kube-controller-manager removes what is in it).
     pub async fn delete(self) {
-        let _ = Api::<Namespace>::all(self.client)
+        self.delete_now().await;
+    }
+
+    /// As [`TestNamespace::delete`], for a namespace that is part of something else.
+    pub(crate) async fn delete_now(&self) {
+        let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.name, &DeleteParams::default())
             .await;
     }
