@@ -537,7 +537,9 @@ where
         .await?;
     let secret = match found {
         Found::Live(secret) | Found::Remembered(secret) => secret,
-        Found::Missing if !knows_upstream => return released("the Secret does not exist"),
+        Found::Missing if !knows_upstream => {
+            return released(&format!("Secret {:?} does not exist", obj.secret_name()));
+        }
         Found::Missing => {
             return Err(Failure::terminal(
                 Reason::SecretNotFound,
@@ -552,7 +554,12 @@ where
     };
     let client = match adapter.connect(obj, &secret) {
         Ok(client) => client,
-        Err(_) if !knows_upstream => return released("the credentials are unusable"),
+        Err(_) if !knows_upstream => {
+            return released(&format!(
+                "the credentials in Secret {:?} are unusable",
+                obj.secret_name()
+            ));
+        }
         Err(f) => return Err(f.into()),
     };
     // A reference that no longer resolves (its keyword went first) leaves the adapter to
@@ -566,7 +573,10 @@ where
         Err(Failure::Terminal {
             reason: Reason::InvalidCredentials,
             ..
-        }) if !knows_upstream => released("the credentials are rejected"),
+        }) if !knows_upstream => released(&format!(
+            "the credentials in Secret {:?} are rejected",
+            obj.secret_name()
+        )),
         Err(f) => Err(f.into()),
     }
 }
