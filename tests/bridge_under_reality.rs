@@ -314,7 +314,7 @@ async fn a_tag_with_an_id_keeps_the_bridge_forwarding_through_its_own_errors() {
     let env = env("bridge-tag-errors").await;
     env.create::<XWebEventTag>(json!({
         "apiVersion": "ctwa.dev/v1alpha1", "kind": "XWebEventTag",
-        "metadata": {"name": "purchase", "annotations": {"ctwa.dev/resync-interval": "2s"}},
+        "metadata": {"name": "purchase", "annotations": {"ctwa.dev/resync-interval": "10s"}},
         "spec": {"accountId": "acc1", "name": "purchase", "type": "PURCHASE",
                  "clickWindow": 30, "viewThroughWindow": 1, "secretRef": {"name": "x-ads"}}
     }))
@@ -339,9 +339,13 @@ async fn a_tag_with_an_id_keeps_the_bridge_forwarding_through_its_own_errors() {
             ..Default::default()
         });
     }
-    env.wait_for::<XWebEventTag>("purchase", "not Ready", |o| {
-        condition(o, "Ready").is_some_and(|c| c.0 == "False")
-    })
+    // The next drift check (10 s resync, the floor of SPEC 7.1) meets the errors.
+    env.wait_until::<XWebEventTag>(
+        "purchase",
+        "not Ready",
+        |o| condition(o, "Ready").is_some_and(|c| c.0 == "False"),
+        Duration::from_secs(30),
+    )
     .await;
     let events = recent("t", 100, 3.seconds());
     env.seed(&events);

@@ -66,6 +66,7 @@ pub fn classify(method: &Method, path: &str) -> (&'static str, &'static str) {
 struct Call {
     api: &'static str,
     operation: &'static str,
+    credential: String,
     method: Method,
     path: String,
     query: String,
@@ -76,9 +77,11 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let (api, operation) = classify(&method, &path);
+    let credential = credential_of(&shared, api, request.headers());
     let call = Call {
         api,
         operation,
+        credential,
         query: request.uri().query().unwrap_or("").to_string(),
         host: request
             .headers()
@@ -91,7 +94,7 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
         path,
     };
 
-    let _answering = Answering::start(&shared, operation);
+    let _answering = Answering::start(&shared, api, operation, &call.credential);
     // Rules may match on the body, so it is read before any rule is looked at.
     let (parts, body) = request.into_parts();
     let Ok(body) = to_bytes(body, MAX_BODY).await else {
@@ -152,26 +155,80 @@ fn stamp_date(shared: &Shared, api: &str, mut response: Response) -> Response {
     response
 }
 
-/// Counts a request as being answered until dropped (also when the connection is dropped).
+/// The credential a request carries, as [`RequestRecord::credential`] names it.
+fn credential_of(shared: &Shared, api: &str, headers: &axum::http::HeaderMap) -> String {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    match api {
+        "hub" | "signals" => authorization
+            .strip_prefix("Bearer ")
+            .and_then(|t| shared.lock().token_owners.get(t.trim()).cloned())
+            .unwrap_or_default(),
+        "x" => {
+            let params = crate::oauth::parse_header(authorization).unwrap_or_default();
+            let get = |name: &str| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            match (get("oauth_consumer_key"), get("oauth_token")) {
+                (Some(key), Some(token)) => format!("{key}/{token}"),
+                _ => String::new(),
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// Counts a request as being answered until dropped (also when the connection is dropped),
+/// per operation and per credential.
 struct Answering<'a> {
     shared: &'a Shared,
     operation: &'static str,
+    credential: Option<(&'static str, String)>,
 }
 
 impl<'a> Answering<'a> {
-    fn start(shared: &'a Shared, operation: &'static str) -> Self {
+    fn start(
+        shared: &'a Shared,
+        api: &'static str,
+        operation: &'static str,
+        credential: &str,
+    ) -> Self {
         let mut inner = shared.lock();
         let (now, peak) = inner.concurrency.entry(operation).or_default();
         *now += 1;
         *peak = (*peak).max(*now);
-        Answering { shared, operation }
+        let credential = (!credential.is_empty()).then(|| (api, credential.to_string()));
+        if let Some(key) = &credential {
+            let load = inner.credential_load.entry(key.clone()).or_default();
+            load.arrivals.push(std::time::Instant::now());
+            load.in_flight += 1;
+            load.peak_in_flight = load.peak_in_flight.max(load.in_flight);
+        }
+        Answering {
+            shared,
+            operation,
+            credential,
+        }
     }
 }
 
 impl Drop for Answering<'_> {
     fn drop(&mut self) {
-        if let Some((now, _)) = self.shared.lock().concurrency.get_mut(self.operation) {
+        let mut inner = self.shared.lock();
+        if let Some((now, _)) = inner.concurrency.get_mut(self.operation) {
             *now = now.saturating_sub(1);
+        }
+        if let Some(load) = self
+            .credential
+            .as_ref()
+            .and_then(|key| inner.credential_load.get_mut(key))
+        {
+            load.in_flight = load.in_flight.saturating_sub(1);
         }
     }
 }
@@ -262,6 +319,7 @@ fn record(shared: &Shared, call: &Call, status: u16) {
         path: call.path.clone(),
         query: call.query.clone(),
         host: call.host.clone(),
+        credential: call.credential.clone(),
         status,
         at: SystemTime::now(),
     });

@@ -57,6 +57,7 @@ async fn token(State(shared): State<Arc<Shared>>, body: Option<Json<Login>>) -> 
     inner
         .tokens
         .insert(token.clone(), Some(Instant::now() + ttl));
+    inner.token_owners.insert(token.clone(), login.username);
     Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs()}))
         .into_response()
 }

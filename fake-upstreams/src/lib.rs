@@ -29,7 +29,13 @@
 //!
 //! Faults ([`FaultRule`]) are chosen per request by api, operation, path and body text, and
 //! answer with 5xx, 429, a hold, a dropped connection or a [`Canned`] answer (any status, body
-//! and headers; [`x_errors`] has X's documented errors and a proxy's HTML 400 ready).
+//! and headers; [`x_errors`] has X's documented errors and a proxy's HTML 400 ready). A rule of
+//! only `latency_ms` delays a request and then lets it succeed
+//! ([`FakeUpstreams::in_flight`] sees it while it is held).
+//!
+//! Load is counted per credential ([`RequestRecord::credential`],
+//! [`FakeUpstreams::credential_load`]): requests in any sliding window and requests in flight,
+//! so that tests can check a per-credential budget from the upstream's side.
 //!
 //! Admin HTTP API (JSON, not logged, no auth): `GET|DELETE /_admin/requests`,
 //! `GET /_admin/conversions`, `POST /_admin/faults` (a [`FaultRule`]), `DELETE /_admin/faults`,
@@ -47,7 +53,7 @@ mod admin;
 pub mod faults;
 mod gate;
 mod hub;
-mod oauth;
+pub mod oauth;
 mod signals;
 pub mod state;
 mod x_ads;
@@ -65,7 +71,8 @@ use serde_json::{Value, json};
 
 pub use faults::{Canned, FaultRule};
 pub use state::{
-    Keyword, PostbackKind, ReceivedConversion, RequestRecord, Tag, XCredentials, XRateLimits,
+    CredentialLoad, Keyword, PostbackKind, ReceivedConversion, RequestRecord, Tag, XCredentials,
+    XRateLimits,
 };
 
 use state::Inner;
@@ -146,8 +153,21 @@ impl FakeUpstreams {
     }
 
     /// A ready Bearer token accepted by the Hub and Signals until the fake stops.
+    /// Its requests count as credential `static-N` ([`RequestRecord::credential`]), N
+    /// counting the static tokens added so far from 1.
     pub fn add_static_token(&self, token: &str) {
-        self.shared.lock().tokens.insert(token.into(), None);
+        let mut inner = self.shared.lock();
+        inner.tokens.insert(token.into(), None);
+        if !inner.token_owners.contains_key(token) {
+            let n = inner
+                .token_owners
+                .values()
+                .filter(|o| o.starts_with("static-"))
+                .count();
+            inner
+                .token_owners
+                .insert(token.into(), format!("static-{}", n + 1));
+        }
     }
 
     /// Lifetime of tokens issued from now on (default 86400 s).
@@ -378,6 +398,57 @@ impl FakeUpstreams {
             .concurrency
             .get(operation)
             .map_or(0, |(_, peak)| *peak)
+    }
+
+    /// How many requests of `operation` are being answered right now (e.g. held by a fault's
+    /// `latency_ms`): tells a test that a request is in flight.
+    pub fn in_flight(&self, operation: &str) -> usize {
+        self.shared
+            .lock()
+            .concurrency
+            .get(operation)
+            .map_or(0, |(now, _)| *now)
+    }
+
+    /// How `credential` (see [`RequestRecord::credential`]: the Hub user for `hub` and
+    /// `signals`) loaded `api` (`hub`, `signals` or `x`) since the start or the last
+    /// [`FakeUpstreams::clear_credential_load`]: requests, the most that arrived within any
+    /// sliding `window`, and the most answered at once. A rate budget of N per second shows as
+    /// `max_in_window` over a 1 s window.
+    pub fn credential_load(&self, api: &str, credential: &str, window: Duration) -> CredentialLoad {
+        let inner = self.shared.lock();
+        let Some((_, load)) = inner
+            .credential_load
+            .iter()
+            .find(|((a, c), _)| *a == api && c == credential)
+        else {
+            return CredentialLoad::default();
+        };
+        // Arrivals are pushed in order; the widest run within `window` is found with two
+        // cursors.
+        let arrivals = &load.arrivals;
+        let mut max_in_window = 0;
+        let mut first = 0;
+        for (last, at) in arrivals.iter().enumerate() {
+            while at.duration_since(arrivals[first]) >= window {
+                first += 1;
+            }
+            max_in_window = max_in_window.max(last + 1 - first);
+        }
+        CredentialLoad {
+            requests: arrivals.len(),
+            max_in_window,
+            peak_in_flight: load.peak_in_flight,
+            in_flight: load.in_flight,
+        }
+    }
+
+    /// Forgets the arrivals and peaks of every credential (requests in flight stay counted).
+    pub fn clear_credential_load(&self) {
+        for load in self.shared.lock().credential_load.values_mut() {
+            load.arrivals.clear();
+            load.peak_in_flight = load.in_flight;
+        }
     }
 
     /// How many conversions were accepted so far, repeats included.

@@ -63,6 +63,12 @@ pub struct RequestRecord {
     /// The host name the client used (without the port); tells clients apart in tests.
     #[serde(default)]
     pub host: String,
+    /// Which credential sent it, never the secret itself: for the Hub and Signals the Hub user
+    /// the Bearer token was issued to (`static-N` for the N-th static token), for X
+    /// `<consumer key>/<access token>` (both public halves of OAuth 1.0a); empty when the
+    /// request carried none the fake knows (a `/token` login, a bad token).
+    #[serde(default)]
+    pub credential: String,
     /// HTTP status answered; 0 when the connection was dropped on purpose.
     pub status: u16,
     #[serde(with = "system_time_secs")]
@@ -100,6 +106,29 @@ impl Default for XRateLimits {
     }
 }
 
+/// How one credential loads one API: when its requests arrived, and how many were being
+/// answered at once.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    pub arrivals: Vec<Instant>,
+    pub in_flight: usize,
+    pub peak_in_flight: usize,
+}
+
+/// How one credential loaded one API ([`crate::FakeUpstreams::credential_load`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialLoad {
+    /// Requests that arrived (counted on arrival, before faults and authentication).
+    pub requests: usize,
+    /// The most requests that arrived within any window of the length asked for (sliding,
+    /// not aligned to clock seconds).
+    pub max_in_window: usize,
+    /// The most requests being answered at once.
+    pub peak_in_flight: usize,
+    /// Requests being answered right now.
+    pub in_flight: usize,
+}
+
 #[derive(Debug)]
 pub(crate) struct Window {
     pub started: SystemTime,
@@ -130,6 +159,10 @@ pub(crate) struct Inner {
     pub conversion_ids: std::collections::HashSet<String>,
     /// operation → (requests being answered now, the most there ever were at once).
     pub concurrency: HashMap<&'static str, (usize, usize)>,
+    /// Bearer token → the credential it stands for (see [`RequestRecord::credential`]).
+    pub token_owners: HashMap<String, String>,
+    /// (api, credential) → load: arrivals and requests in flight.
+    pub credential_load: HashMap<(&'static str, String), Load>,
     /// Requests to the Conversion API accepted so far.
     pub conversion_batches: u64,
     pub requests: Vec<RequestRecord>,
