@@ -62,7 +62,9 @@ pub struct CommonStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The last time the upstream state was read or written successfully.
+    /// The last successful sync with upstream: for a managed kind, the last reconcile that
+    /// wrote upstream or changed the status (re-reads alone leave it, so that steady state
+    /// writes nothing); for a ConversionBridge, the last successful poll or forward.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
 }

@@ -112,6 +112,17 @@ pub async fn run(ctx: Arc<BridgeContext>, scope: Scope) {
         .await;
 }
 
+/// A bridge that cannot run: stalled until the user acts, or waiting for something to change.
+fn hold(failure: Failure) -> Desired {
+    let stalls = failure.stalls();
+    let (reason, message) = failure.into_parts();
+    Desired::Hold(if stalls {
+        Phase::Stalled { reason, message }
+    } else {
+        Phase::Waiting { reason, message }
+    })
+}
+
 fn uses_secret(bridge: &ConversionBridge, name: &str) -> bool {
     bridge.spec.source.signals.secret_ref.name == name
         || bridge.spec.destination.x.secret_ref.name == name
@@ -145,40 +156,19 @@ async fn reconcile_once(
     let desired = match resolve(&bridge, ctx).await {
         Ok(desired) => desired,
         Err(Resolve::Kube(e)) => return Err(e),
-        Err(Resolve::Failed(failure)) => match failure.settled() {
-            Failure::Terminal { reason, message } => {
-                Desired::Hold(Phase::Stalled { reason, message })
-            }
-            Failure::Waiting { reason, message }
-            | Failure::Transient {
-                reason, message, ..
-            } => Desired::Hold(Phase::Waiting { reason, message }),
-            Failure::Gone { .. } => unreachable!("settled"),
-        },
+        Err(Resolve::Failed(failure)) => hold(failure),
     };
     // A problem with the postback token holds the bridge and shows in its status; a
     // suspended bridge needs no token.
     let mut token = None;
     let desired = match desired {
         Desired::Run { .. } if bridge.spec.source.postbacks.enabled => {
-            match ensure_token(&bridge, &ctx.kube)
-                .await
-                .map_err(Failure::settled)
-            {
+            match ensure_token(&bridge, &ctx.kube).await {
                 Ok(t) => {
                     token = Some(t);
                     desired
                 }
-                Err(Failure::Gone { .. }) => unreachable!("settled"),
-                Err(Failure::Terminal { reason, message }) => {
-                    Desired::Hold(Phase::Stalled { reason, message })
-                }
-                Err(
-                    Failure::Waiting { reason, message }
-                    | Failure::Transient {
-                        reason, message, ..
-                    },
-                ) => Desired::Hold(Phase::Waiting { reason, message }),
+                Err(failure) => hold(failure),
             }
         }
         other => other,

@@ -83,8 +83,8 @@ pub trait ManagedExt: Managed {
     }
 
     /// The drift-check interval, and what is wrong with the `ctwa.dev/resync-interval`
-    /// annotation if it cannot be used as written: an unparsable value gives the kind's
-    /// default, one below [`RESYNC_FLOOR`] is raised to it. Neither fails the object; the
+    /// annotation if it cannot be used as written: an unparsable value gives the global
+    /// interval, one below [`RESYNC_FLOOR`] is raised to it. Neither fails the object; the
     /// reconciler reports the problem in an Event.
     fn resync_interval(&self, global: Duration) -> (Duration, Option<String>) {
         let Some(text) = annotation(self, RESYNC_INTERVAL_ANNOTATION) else {
@@ -98,16 +98,14 @@ pub trait ManagedExt: Managed {
                 )),
             ),
             Ok(d) => (d, None),
-            Err(e) => {
-                let default = Self::default_resync(global);
-                (
-                    default,
-                    Some(format!(
-                        "{RESYNC_INTERVAL_ANNOTATION}: {e}; using {}s",
-                        default.as_secs()
-                    )),
-                )
-            }
+            // SPEC 7.1: the global interval, whatever the kind's own default.
+            Err(e) => (
+                global,
+                Some(format!(
+                    "{RESYNC_INTERVAL_ANNOTATION}: {e}; using the global --resync-interval ({}s)",
+                    global.as_secs()
+                )),
+            ),
         }
     }
 }

@@ -56,6 +56,23 @@ impl Failure {
         }
     }
 
+    /// Nothing changes until the user acts (Terminal, or Gone outside a delete or update).
+    pub fn stalls(&self) -> bool {
+        matches!(self, Failure::Terminal { .. } | Failure::Gone { .. })
+    }
+
+    /// The reason and message users see; Gone reads as UpstreamRejected.
+    pub fn into_parts(self) -> (Reason, String) {
+        match self.settled() {
+            Failure::Transient {
+                reason, message, ..
+            }
+            | Failure::Terminal { reason, message }
+            | Failure::Waiting { reason, message } => (reason, message),
+            Failure::Gone { message } => (Reason::UpstreamRejected, message),
+        }
+    }
+
     pub fn is_gone(&self) -> bool {
         matches!(self, Failure::Gone { .. })
     }
