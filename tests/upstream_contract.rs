@@ -218,19 +218,30 @@ async fn keyword_lifecycle_create_get_patch_delete() {
         .expect("create");
     assert_eq!(kw.ad_id.as_deref(), Some("ad1"));
     assert_eq!(
-        s.get_keyword(&kw.id).await.expect("get").keyword,
+        s.get_keyword(&kw.id, Some("ad1"))
+            .await
+            .expect("get")
+            .keyword,
         "order confirmed"
+    );
+    // ad_id is sent on GET, PATCH and DELETE (the docs list it): another ad's keyword is not
+    // this one.
+    assert!(
+        s.get_keyword(&kw.id, Some("ad2"))
+            .await
+            .unwrap_err()
+            .is_not_found()
     );
     let shared = s.create_shared_keyword("hello").await.expect("shared");
     assert!(shared.is_shared);
 
     let new = s
-        .patch_keyword(&kw.id, "order shipped")
+        .patch_keyword(&kw.id, Some("ad1"), "order shipped")
         .await
         .expect("patch");
     assert_ne!(new.id, kw.id, "PATCH returns a new keyword");
     assert_eq!(
-        s.get_keyword(&kw.id).await.unwrap().status,
+        s.get_keyword(&kw.id, None).await.unwrap().status,
         KeywordStatus::Archived
     );
     let active = s
@@ -246,10 +257,17 @@ async fn keyword_lifecycle_create_get_patch_delete() {
         [new.id.as_str()]
     );
 
-    s.delete_keyword(&new.id).await.expect("delete");
-    let err = s.get_keyword(&new.id).await.unwrap_err();
+    s.delete_keyword(&new.id, Some("ad1"))
+        .await
+        .expect("delete");
+    let err = s.get_keyword(&new.id, None).await.unwrap_err();
     assert!(err.is_not_found());
-    assert!(s.delete_keyword(&new.id).await.unwrap_err().is_not_found());
+    assert!(
+        s.delete_keyword(&new.id, None)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 #[tokio::test]
@@ -437,7 +455,7 @@ async fn rate_limited_carries_the_reset_time() {
         rate_limit_rate: 1.0,
         ..Default::default()
     });
-    let err = env.signals().get_keyword("kw1").await.unwrap_err();
+    let err = env.signals().get_keyword("kw1", None).await.unwrap_err();
     match err.class() {
         ErrorClass::RateLimited { retry_at: Some(at) } => {
             let ahead = at.duration_since(SystemTime::now()).unwrap_or_default();

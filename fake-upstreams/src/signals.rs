@@ -295,15 +295,25 @@ async fn create_shared_keyword(
     }
 }
 
+/// The keyword `id`, if it is in the `ad_id` the request names (GET, PATCH and DELETE take
+/// one, per the docs).
+fn in_scope(k: &Keyword, id: &str, params: &Params) -> bool {
+    k.id == id
+        && params
+            .get("ad_id")
+            .is_none_or(|ad| k.ad_id.as_deref() == Some(ad))
+}
+
 async fn get_keyword(
     State(shared): State<Arc<Shared>>,
     Path((client, app, id)): Path<(String, String, String)>,
+    Query(params): Query<Params>,
 ) -> Response {
     let inner = shared.lock();
     match inner
         .keywords
         .get(&(client, app))
-        .and_then(|ks| ks.iter().find(|k| k.id == id))
+        .and_then(|ks| ks.iter().find(|k| in_scope(k, &id, &params)))
     {
         Some(k) => Json(k).into_response(),
         None => not_found("Keyword"),
@@ -314,6 +324,7 @@ async fn get_keyword(
 async fn patch_keyword(
     State(shared): State<Arc<Shared>>,
     Path((client, app, id)): Path<(String, String, String)>,
+    Query(params): Query<Params>,
     body: Option<Json<KeywordBody>>,
 ) -> Response {
     let text = match valid_text(&body) {
@@ -325,7 +336,7 @@ async fn patch_keyword(
     let Some(list) = inner.keywords.get_mut(&(client, app)) else {
         return not_found("Keyword");
     };
-    let Some(old) = list.iter_mut().find(|k| k.id == id) else {
+    let Some(old) = list.iter_mut().find(|k| in_scope(k, &id, &params)) else {
         return not_found("Keyword");
     };
     old.status = "archived".into();
@@ -349,7 +360,7 @@ async fn delete_keyword(
     let Some(list) = inner.keywords.get_mut(&(client, app)) else {
         return not_found("Keyword");
     };
-    let Some(pos) = list.iter().position(|k| k.id == id) else {
+    let Some(pos) = list.iter().position(|k| in_scope(k, &id, &params)) else {
         return not_found("Keyword");
     };
     if params.get("delete").map(String::as_str) == Some("true") {

@@ -210,7 +210,13 @@ impl RawResponse {
         api: Api,
         operation: &'static str,
     ) -> Result<T, UpstreamError> {
-        serde_json::from_slice(&self.body).map_err(|e| UpstreamError::Decode {
+        // An empty 2xx body is a success with nothing to say (SPEC 7.1): read it as `{}`.
+        let body: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &self.body
+        };
+        serde_json::from_slice(body).map_err(|e| UpstreamError::Decode {
             api,
             operation,
             status: self.status,
@@ -301,6 +307,20 @@ pub(crate) mod string_or_number {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_empty_2xx_body_reads_as_an_empty_object() {
+        for body in [&b""[..], b"  \n"] {
+            let raw = RawResponse {
+                status: 200,
+                headers: HeaderMap::new(),
+                body: body.to_vec(),
+            };
+            let ok: super::SuccessBody = raw.json(Api::Signals, "delete_keyword").unwrap();
+            assert_eq!(ok.success, None);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -28,18 +28,33 @@ pub enum KeywordStatus {
     Active,
     /// Replaced or deleted.
     Archived,
-    /// A status this client does not know.
+    /// Switched off.
+    Inactive,
+    /// Switched off.
+    Disabled,
+    /// Missing, or a status this client does not know.
     #[serde(other)]
     Unknown,
 }
 
 impl KeywordStatus {
-    fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             KeywordStatus::Active => "active",
             KeywordStatus::Archived => "archived",
+            KeywordStatus::Inactive => "inactive",
+            KeywordStatus::Disabled => "disabled",
             KeywordStatus::Unknown => "unknown",
         }
+    }
+
+    /// Whether the keyword still counts: the vendor documents few bodies, so only the
+    /// statuses that say so mean gone; a missing or unknown one counts as active (SPEC 7.1).
+    pub fn is_live(&self) -> bool {
+        !matches!(
+            self,
+            KeywordStatus::Archived | KeywordStatus::Inactive | KeywordStatus::Disabled
+        )
     }
 }
 
@@ -90,6 +105,28 @@ pub struct Page<T> {
     pub limit: u64,
     /// The response's `Date` header: the upstream's clock when it answered.
     pub server_date: Option<jiff::Timestamp>,
+}
+
+/// A list as Signals documents it (`{"data": [...], "total_count": ...}`), or a bare array.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawList<T> {
+    Page(RawPage<T>),
+    Bare(Vec<T>),
+}
+
+impl<T> From<RawList<T>> for RawPage<T> {
+    fn from(list: RawList<T>) -> Self {
+        match list {
+            RawList::Page(page) => page,
+            RawList::Bare(data) => RawPage {
+                data,
+                total_count: None,
+                offset: None,
+                limit: None,
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -275,10 +312,10 @@ impl SignalsClient {
         query.push(("offset", offset.to_string()));
         query.push(("limit", limit.clamp(1, KEYWORDS_MAX_LIMIT).to_string()));
         let url = self.url(OP, &["keywords"])?;
-        let raw: RawPage<Keyword> = self
+        let raw: RawList<Keyword> = self
             .call(OP, reqwest::Method::GET, url, &query, None)
             .await?;
-        Ok(finish_page(raw, offset))
+        Ok(finish_page(raw.into(), offset))
     }
 
     /// Every keyword matching `filter`, walking all pages.
@@ -289,11 +326,17 @@ impl SignalsClient {
         all_pages(|offset| self.list_keywords(filter, offset, KEYWORDS_MAX_LIMIT)).await
     }
 
-    /// `GET /keywords/{id}` (404 → [`UpstreamError::is_not_found`]).
-    pub async fn get_keyword(&self, id: &str) -> Result<Keyword, UpstreamError> {
+    /// `GET /keywords/{id}[?ad_id=]` (404 → [`UpstreamError::is_not_found`]). The docs list
+    /// `ad_id` on GET, PATCH and DELETE: it is sent for an ad-scoped keyword.
+    pub async fn get_keyword(
+        &self,
+        id: &str,
+        ad_id: Option<&str>,
+    ) -> Result<Keyword, UpstreamError> {
         const OP: &str = "get_keyword";
         let url = self.url(OP, &["keywords", id])?;
-        self.call(OP, reqwest::Method::GET, url, &[], None).await
+        self.call(OP, reqwest::Method::GET, url, &ad_query(ad_id), None)
+            .await
     }
 
     /// `POST /keywords?ad_id=` `{"keyword"}`.
@@ -321,26 +364,33 @@ impl SignalsClient {
     }
 
     /// `PATCH /keywords/{id}` `{"keyword"}`: returns the new keyword (new id; the old is archived).
-    pub async fn patch_keyword(&self, id: &str, text: &str) -> Result<Keyword, UpstreamError> {
+    pub async fn patch_keyword(
+        &self,
+        id: &str,
+        ad_id: Option<&str>,
+        text: &str,
+    ) -> Result<Keyword, UpstreamError> {
         const OP: &str = "patch_keyword";
         let url = self.url(OP, &["keywords", id])?;
         let body = serde_json::json!({ "keyword": text });
-        self.call(OP, reqwest::Method::PATCH, url, &[], Some(body))
-            .await
+        self.call(
+            OP,
+            reqwest::Method::PATCH,
+            url,
+            &ad_query(ad_id),
+            Some(body),
+        )
+        .await
     }
 
-    /// `DELETE /keywords/{id}?delete=true`.
-    pub async fn delete_keyword(&self, id: &str) -> Result<(), UpstreamError> {
+    /// `DELETE /keywords/{id}?delete=true[&ad_id=]`.
+    pub async fn delete_keyword(&self, id: &str, ad_id: Option<&str>) -> Result<(), UpstreamError> {
         const OP: &str = "delete_keyword";
         let url = self.url(OP, &["keywords", id])?;
+        let mut query = ad_query(ad_id);
+        query.push(("delete", "true".to_string()));
         let _: SuccessBody = self
-            .call(
-                OP,
-                reqwest::Method::DELETE,
-                url,
-                &[("delete", "true".to_string())],
-                None,
-            )
+            .call(OP, reqwest::Method::DELETE, url, &query, None)
             .await?;
         Ok(())
     }
@@ -400,8 +450,8 @@ impl SignalsClient {
         let response = self
             .call_raw(OP, reqwest::Method::GET, url, &params, None)
             .await?;
-        let raw: RawPage<serde_json::Value> = response.json(Api::Signals, OP)?;
-        let mut page = finish_page(raw, offset);
+        let raw: RawList<serde_json::Value> = response.json(Api::Signals, OP)?;
+        let mut page = finish_page(raw.into(), offset);
         page.server_date = response
             .headers
             .get(reqwest::header::DATE)
@@ -437,6 +487,13 @@ where
     }
 }
 
+fn ad_query(ad_id: Option<&str>) -> Vec<(&'static str, String)> {
+    ad_id
+        .map(|ad| ("ad_id", ad.to_string()))
+        .into_iter()
+        .collect()
+}
+
 fn finish_page<T>(raw: RawPage<T>, offset: u64) -> Page<T> {
     let len = raw.data.len() as u64;
     Page {
@@ -468,6 +525,43 @@ mod tests {
         assert_eq!(k.id, "42");
         assert_eq!(k.ad_id, None);
         assert_eq!(k.status, KeywordStatus::Unknown);
+    }
+
+    #[test]
+    fn only_archived_inactive_or_disabled_mean_gone() {
+        let status = |body: &str| serde_json::from_str::<Keyword>(body).unwrap().status;
+        for gone in ["archived", "inactive", "disabled"] {
+            let s = status(&format!(r#"{{"id":"1","keyword":"k","status":"{gone}"}}"#));
+            assert!(!s.is_live(), "{gone}");
+        }
+        for live in [
+            r#"{"id":"1","keyword":"k","status":"active"}"#,
+            r#"{"id":"1","keyword":"k","status":"paused"}"#,
+            r#"{"id":"1","keyword":"k"}"#,
+        ] {
+            assert!(status(live).is_live(), "{live}");
+        }
+    }
+
+    #[test]
+    fn a_list_may_be_a_page_or_a_bare_array() {
+        let page: RawList<Keyword> = serde_json::from_str(
+            r#"{"data":[{"id":"1","keyword":"a"}],"total_count":7,"offset":0,"limit":1}"#,
+        )
+        .unwrap();
+        let page = finish_page(page.into(), 0);
+        assert_eq!((page.data.len(), page.total_count), (1, 7));
+        let bare: RawList<Keyword> =
+            serde_json::from_str(r#"[{"id":"1","keyword":"a"},{"id":2,"keyword":"b"}]"#).unwrap();
+        let bare = finish_page(bare.into(), 100);
+        assert_eq!(bare.data[1].id, "2");
+        assert_eq!(
+            (bare.total_count, bare.offset),
+            (102, 100),
+            "a bare array is the last page"
+        );
+        let empty: RawList<Keyword> = serde_json::from_str("[]").unwrap();
+        assert!(finish_page(empty.into(), 0).data.is_empty());
     }
 
     #[test]

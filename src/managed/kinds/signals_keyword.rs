@@ -25,6 +25,11 @@ fn scope_filter(obj: &SignalsKeyword) -> KeywordFilter {
     }
 }
 
+/// The ad a keyword is scoped to, sent with GET, PATCH and DELETE (shared keywords have none).
+fn ad_scope(obj: &SignalsKeyword) -> Option<&str> {
+    obj.spec.ad_id.as_deref().filter(|_| !obj.spec.shared)
+}
+
 fn previous_ids(obj: &SignalsKeyword) -> Vec<String> {
     obj.status
         .iter()
@@ -41,12 +46,7 @@ fn observation(obj: &SignalsKeyword, keyword: Keyword, previous: Vec<String>) ->
             keyword: keyword.keyword.clone(),
             ad_id: keyword.ad_id.clone(),
             shared: keyword.is_shared,
-            status: match keyword.status {
-                KeywordStatus::Active => "active",
-                KeywordStatus::Archived => "archived",
-                KeywordStatus::Unknown => "unknown",
-            }
-            .into(),
+            status: keyword.status.as_str().into(),
         }),
         ..Default::default()
     };
@@ -102,8 +102,10 @@ impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
         _refs: &Resolved,
         id: &str,
     ) -> Result<Option<Observed>, Failure> {
-        let keyword = client.get_keyword(id).await?;
-        Ok((keyword.status == KeywordStatus::Active)
+        let keyword = client.get_keyword(id, ad_scope(obj)).await?;
+        Ok(keyword
+            .status
+            .is_live()
             .then(|| observation(obj, keyword, previous_ids(obj))))
     }
 
@@ -118,9 +120,7 @@ impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
         Ok(candidates
             .into_iter()
             .find(|k| {
-                k.keyword == obj.spec.keyword
-                    && k.ad_id == obj.spec.ad_id
-                    && k.status == KeywordStatus::Active
+                k.keyword == obj.spec.keyword && k.ad_id == obj.spec.ad_id && k.status.is_live()
             })
             .map(|k| observation(obj, k, previous_ids(obj))))
     }
@@ -154,7 +154,9 @@ impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
         observed: &Observed,
     ) -> Result<Observed, Failure> {
         let old = observed.upstream.id.clone();
-        let keyword = client.patch_keyword(&old, &obj.spec.keyword).await?;
+        let keyword = client
+            .patch_keyword(&old, ad_scope(obj), &obj.spec.keyword)
+            .await?;
         let mut previous = vec![old];
         previous.extend(previous_ids(obj));
         previous.dedup();
@@ -165,12 +167,12 @@ impl ExternalResource<SignalsKeyword> for SignalsKeywordAdapter {
     async fn delete(
         &self,
         client: &SignalsClient,
-        _obj: &SignalsKeyword,
+        obj: &SignalsKeyword,
         _refs: &Resolved,
         id: Option<&str>,
     ) -> Result<(), Failure> {
         match id {
-            Some(id) => Ok(client.delete_keyword(id).await?),
+            Some(id) => Ok(client.delete_keyword(id, ad_scope(obj)).await?),
             None => Ok(()),
         }
     }
