@@ -32,7 +32,7 @@ echo "## Targets"
 echo
 echo "| target | measured | |"
 echo "|---|---|---|"
-for f in "$DIR"/t-1-*.md "$DIR"/t-2-*.md; do [ -f "$f" ] && cat "$f"; done
+for f in "$DIR"/t-1-*.md "$DIR"/t-1b-*.md "$DIR"/t-2-*.md; do [ -f "$f" ] && cat "$f"; done
 if [ -f "$DIR/pipeline.txt" ]; then
   # The median throughput of map_event/single, in events per second.
   awk '/^map_event\/single/ {on=1} on && /thrpt:/ {
@@ -42,7 +42,7 @@ if [ -f "$DIR/pipeline.txt" ]; then
 fi
 for f in "$DIR"/t-4-*.md "$DIR"/t-5-*.md "$DIR"/t-6-*.md; do [ -f "$f" ] && cat "$f"; done
 echo
-for f in "$DIR"/1-*.md "$DIR"/2-*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done
+for f in "$DIR"/1-*.md "$DIR"/1b-*.md "$DIR"/2-*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done
 if [ -f "$DIR/pipeline.txt" ]; then
   echo "## 3. Bridge pipeline micro-benchmark (criterion, one core)"
   echo
