@@ -5,7 +5,8 @@
 //! turned away), then the older, then the first by namespace/name. The facts come from the
 //! objects themselves, so every replica and every restart elects the same owner.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::channel::mpsc;
 use jiff::Timestamp;
@@ -90,6 +91,8 @@ fn competes<K: Managed>(obj: &K) -> bool {
 /// is decided across namespaces, with a way to wake each one's objects.
 pub struct Peers<K: Managed> {
     members: RwLock<Vec<Member<K>>>,
+    /// Claimants by uid, with the resourceVersion they were computed for.
+    claimants: Mutex<HashMap<String, (String, Arc<Claimant>)>>,
 }
 
 /// One controller's cache, and where to send the objects it should reconcile again.
@@ -99,6 +102,7 @@ impl<K: Managed> Default for Peers<K> {
     fn default() -> Self {
         Self {
             members: RwLock::new(Vec::new()),
+            claimants: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -118,34 +122,58 @@ impl<K: Managed> Peers<K> {
         rx
     }
 
-    /// Every competing object but `obj`, with the keys `claims` gives it.
+    /// Every competing object but `obj`, each with its claimant (computed once per
+    /// resourceVersion: this runs at every reconcile, over every object of the kind) and the
+    /// controller whose cache holds it.
     fn competitors(
         &self,
         obj: &K,
         claims: &dyn Fn(&K) -> Vec<String>,
-    ) -> Vec<(Claimant, usize, ObjectRef<K>)> {
+    ) -> Vec<(Arc<Claimant>, usize, Arc<K>)> {
         let me = object_key(obj);
         let members = self.members.read().unwrap_or_else(|e| e.into_inner());
-        members
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (store, _))| store.state().into_iter().map(move |o| (i, o)))
-            .filter(|(_, o)| competes(o.as_ref()) && object_key(o.as_ref()) != me)
-            .map(|(i, o)| {
-                (
-                    Claimant::of(o.as_ref(), claims(o.as_ref())),
-                    i,
-                    ObjectRef::from_obj(o.as_ref()),
-                )
-            })
-            .collect()
+        let mut known = self.claimants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = 0;
+        let mut found = Vec::new();
+        for (i, (store, _)) in members.iter().enumerate() {
+            for o in store.state() {
+                seen += 1;
+                if !competes(o.as_ref()) {
+                    continue;
+                }
+                let meta = o.meta();
+                let uid = meta.uid.as_deref().unwrap_or_default();
+                let version = meta.resource_version.as_deref().unwrap_or_default();
+                let claimant = match known.get(uid) {
+                    Some((v, c)) if v == version => c.clone(),
+                    _ => {
+                        let c = Arc::new(Claimant::of(o.as_ref(), claims(o.as_ref())));
+                        known.insert(uid.to_string(), (version.to_string(), c.clone()));
+                        c
+                    }
+                };
+                if claimant.key != me {
+                    found.push((claimant, i, o));
+                }
+            }
+        }
+        // Forget objects that are gone, now and then.
+        if known.len() > 2 * seen + 64 {
+            let live: std::collections::HashSet<String> = members
+                .iter()
+                .flat_map(|(store, _)| store.state())
+                .filter_map(|o| o.meta().uid.clone())
+                .collect();
+            known.retain(|uid, _| live.contains(uid));
+        }
+        found
     }
 
     /// The namespace/name of the object that owns what `obj` claims, if not `obj` itself.
     pub fn owner_other_than(&self, obj: &K, claims: &dyn Fn(&K) -> Vec<String>) -> Option<String> {
         let me = Claimant::of(obj, claims(obj));
         let others = self.competitors(obj, claims);
-        owner(&me, others.iter().map(|(c, _, _)| c)).map(|c| c.key.clone())
+        owner(&me, others.iter().map(|(c, _, _)| c.as_ref())).map(|c| c.key.clone())
     }
 
     /// Wakes the objects that compete with `obj`, which is letting go of what it held.
@@ -153,11 +181,11 @@ impl<K: Managed> Peers<K> {
         let me = Claimant::of(obj, claims(obj));
         let others = self.competitors(obj, claims);
         let members = self.members.read().unwrap_or_else(|e| e.into_inner());
-        for (claimant, i, reference) in others {
+        for (claimant, i, other) in others {
             if claimant.competes_with(&me)
                 && let Some((_, tx)) = members.get(i)
             {
-                let _ = tx.unbounded_send(reference);
+                let _ = tx.unbounded_send(ObjectRef::from_obj(other.as_ref()));
             }
         }
     }
