@@ -30,7 +30,7 @@ pub use fixture::{
     X_SECRET, create_secrets, start_fakes, x_credentials,
 };
 pub use logs::{child_output, init_logging, log_dir};
-pub use status::{condition, ready, ready_true, ready_with, sample};
+pub use status::{condition, condition_full, ready, ready_true, ready_with, sample};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

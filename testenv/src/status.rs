@@ -4,16 +4,17 @@ use serde_json::Value;
 
 /// `(status, reason)` of a condition type.
 pub fn condition(o: &Value, type_: &str) -> Option<(String, String)> {
+    condition_full(o, type_).map(|(status, reason, _)| (status, reason))
+}
+
+/// `(status, reason, message)` of a condition type.
+pub fn condition_full(o: &Value, type_: &str) -> Option<(String, String, String)> {
+    let text = |c: &Value, field: &str| c[field].as_str().unwrap_or("").to_string();
     o["status"]["conditions"]
         .as_array()?
         .iter()
         .find(|c| c["type"] == type_)
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or("").to_string(),
-                c["reason"].as_str().unwrap_or("").to_string(),
-            )
-        })
+        .map(|c| (text(c, "status"), text(c, "reason"), text(c, "message")))
 }
 
 /// Ready=True with the given reason, for the current generation.

@@ -7,30 +7,13 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::common::{self, Env};
 
-/// Every kind the generic reconciler drives implements this bound.
-pub trait Kind:
-    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + DeserializeOwned
-    + serde::Serialize
-    + std::fmt::Debug
-{
-}
-impl<K> Kind for K where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-{
-}
+pub use ctwa_testenv::{Kind, condition_full};
 
 // --- manifests ---
 
@@ -177,21 +160,6 @@ pub async fn merge_patch<K: Kind>(client: &kube::Client, ns: &str, name: &str, p
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap_or_else(|e| panic!("patching {ns}/{name}: {e}"));
-}
-
-/// The `(status, reason, message)` of a condition.
-pub fn condition_full(o: &Value, type_: &str) -> Option<(String, String, String)> {
-    o["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or("").to_string(),
-                c["reason"].as_str().unwrap_or("").to_string(),
-                c["message"].as_str().unwrap_or("").to_string(),
-            )
-        })
 }
 
 /// Ready=False, reason `AlreadyManaged`, with a message naming `owner` (`namespace/name`).
