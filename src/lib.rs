@@ -4,7 +4,9 @@
 pub mod api;
 pub mod apidocs;
 pub mod bridge;
+pub mod check;
 pub mod crdgen;
+pub mod leadership;
 pub mod managed;
 pub mod metrics;
 pub mod operator;

@@ -22,8 +22,77 @@ enum Command {
     },
     /// Run the operator (reads the kubeconfig or the in-cluster service account).
     Run(Box<RunArgs>),
+    /// Check that the operator can work here: CRDs served, RBAC granted, referenced Secrets
+    /// readable, upstream APIs reachable. Exits 1 when anything fails (`helm test` runs it).
+    Check(CheckArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// A namespace the operator watches (repeatable; default: all namespaces).
+    #[arg(long = "namespace", env = "CTWA_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    #[arg(
+        long,
+        env = "CTWA_SIGNALS_URL",
+        default_value = "https://api.signals.360dialog.io"
+    )]
+    signals_url: String,
+    #[arg(
+        long,
+        env = "CTWA_HUB_URL",
+        default_value = "https://hub.360dialog.io/api/v2"
+    )]
+    hub_url: String,
+    #[arg(
+        long,
+        env = "CTWA_X_ADS_URL",
+        default_value = "https://ads-api.x.com/12"
+    )]
+    x_ads_url: String,
+    /// Also check the permissions on the leader Lease of this name.
+    #[arg(long, env = "CTWA_LEASE_NAME")]
+    lease_name: Option<String>,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE).
+    #[arg(long, env = "CTWA_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// How long each upstream API may take to answer.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<bool> {
+    let client = kube::Client::try_default().await?;
+    let lease = args.lease_name.map(|name| {
+        let namespace = args
+            .leader_election_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        (namespace, name)
+    });
+    let config = ctwa_operator::check::CheckConfig {
+        namespaces: args.namespaces,
+        upstreams: vec![
+            ("Signals API", args.signals_url),
+            ("360dialog Hub", args.hub_url),
+            ("X Ads API", args.x_ads_url),
+        ],
+        timeout: args.timeout,
+        lease,
+    };
+    let findings = ctwa_operator::check::run(&client, &config).await;
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let failed = findings.iter().filter(|f| !f.ok).count();
+    if failed == 0 {
+        println!("all {} checks passed", findings.len());
+    } else {
+        println!("{failed} of {} checks failed", findings.len());
+    }
+    Ok(failed == 0)
 }
 
 #[derive(clap::Args)]
@@ -85,6 +154,10 @@ struct RunArgs {
     /// Name of the leader Lease.
     #[arg(long, env = "CTWA_LEASE_NAME", default_value = "ctwa-operator")]
     lease_name: String,
+    /// How the other replicas reach this process's postback receiver while it leads, e.g.
+    /// `http://$(POD_IP):8081`: a follower hands the postbacks it receives to the leader.
+    #[arg(long, env = "CTWA_POSTBACK_ADVERTISE_URL")]
+    postback_advertise_url: Option<String>,
     /// How long a leader Lease lasts without renewal; a crashed leader is replaced after it.
     #[arg(long, env = "CTWA_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: std::time::Duration,
@@ -111,6 +184,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         builder.init();
     }
+    if let Some(url) = &args.postback_advertise_url {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("--postback-advertise-url {url:?}: {e}"))?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "http" | "https"),
+            "--postback-advertise-url must be an http:// or https:// URL"
+        );
+    }
     let client = kube::Client::try_default().await?;
     let config = ctwa_operator::operator::OperatorConfig {
         resync_interval: args.resync_interval,
@@ -132,6 +213,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 name: args.lease_name,
                 identity: identity(),
                 duration: args.lease_duration,
+                postback_url: args.postback_advertise_url,
             }),
         shutdown_grace: args.shutdown_grace,
         bridge_max_seen_ids: args.bridge_max_seen_ids,
@@ -158,6 +240,12 @@ fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)?;
             for (name, yaml) in ctwa_operator::crdgen::crd_files()? {
                 std::fs::write(dir.join(name), yaml)?;
+            }
+        }
+        Command::Check(args) => {
+            let passed = tokio::runtime::Runtime::new()?.block_on(check(args))?;
+            if !passed {
+                std::process::exit(1);
             }
         }
         Command::Version => println!("ctwa-operator {}", env!("CARGO_PKG_VERSION")),

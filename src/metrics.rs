@@ -102,6 +102,8 @@ pub struct Metrics {
     bridge_lag: Family<BridgeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     bridge_seen_ids_evicted: Family<BridgeLabels, Counter>,
     rate_limit_remaining: Family<RateLimitLabels, Gauge>,
+    bridge_ready: Family<BridgeLabels, Gauge>,
+    leader: Gauge,
     /// Families cannot be iterated, so [`Metrics::forget_bridge`] needs to know
     /// which outcome values may exist. A handful of strings, never per-bridge.
     bridge_outcomes: Mutex<BTreeSet<String>>,
@@ -127,6 +129,8 @@ impl Metrics {
             bridge_lag: Family::default(),
             bridge_seen_ids_evicted: Family::default(),
             rate_limit_remaining: Family::default(),
+            bridge_ready: Family::default(),
+            leader: Gauge::default(),
             bridge_outcomes: Mutex::default(),
         };
         // Counters get their `_total` suffix and units their `_seconds` suffix
@@ -179,6 +183,18 @@ impl Metrics {
             "Requests left in the upstream's current rate-limit window",
             m.rate_limit_remaining.clone(),
         );
+        m.registry.register(
+            "bridge_ready",
+            "1 while a bridge's Ready condition is True, else 0",
+            m.bridge_ready.clone(),
+        );
+        // Every process exports it, so "nobody leads" is `max(ctwa_leader) < 1` and a
+        // missing series means the process is down, not a follower.
+        m.registry.register(
+            "leader",
+            "1 while this process holds the leader Lease (or runs without election), else 0",
+            m.leader.clone(),
+        );
         m
     }
 
@@ -229,6 +245,21 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// Set whether a bridge's Ready condition is True.
+    pub fn set_bridge_ready(&self, namespace: &str, bridge: &str, ready: bool) {
+        self.bridge_ready
+            .get_or_create(&BridgeLabels {
+                namespace: label(namespace),
+                bridge: label(bridge),
+            })
+            .set(i64::from(ready));
+    }
+
+    /// Set whether this process leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     /// Set the requests left in an upstream rate-limit window.
     pub fn set_rate_limit_remaining(&self, api: &str, account: &str, remaining: i64) {
         self.rate_limit_remaining
@@ -259,6 +290,7 @@ impl Metrics {
         let labels = BridgeLabels { namespace, bridge };
         self.bridge_seen_ids_evicted.remove(&labels);
         self.bridge_lag.remove(&labels);
+        self.bridge_ready.remove(&labels);
     }
 
     /// Prometheus text exposition (OpenMetrics text as prometheus-client encodes it).
@@ -332,6 +364,8 @@ mod tests {
         m.bridge_batch("ns1", "b1", "sent");
         m.set_bridge_lag("ns1", "b1", 1.5);
         m.set_rate_limit_remaining("x-ads", "18ce54d4x5t", 42);
+        m.set_bridge_ready("ns1", "b1", true);
+        m.set_leader(true);
     }
 
     #[test]
@@ -348,6 +382,8 @@ mod tests {
             "ctwa_bridge_batches_total",
             "ctwa_bridge_lag_seconds",
             "ctwa_rate_limit_remaining",
+            "ctwa_bridge_ready",
+            "ctwa_leader",
         ] {
             assert!(
                 text.lines()
@@ -364,6 +400,8 @@ mod tests {
             r#"ctwa_bridge_batches_total{namespace="ns1",bridge="b1",outcome="sent"} 1"#,
             r#"ctwa_bridge_lag_seconds{namespace="ns1",bridge="b1"} 1.5"#,
             r#"ctwa_rate_limit_remaining{api="x-ads",account="18ce54d4x5t"} 42"#,
+            r#"ctwa_bridge_ready{namespace="ns1",bridge="b1"} 1"#,
+            "ctwa_leader 1",
             "# TYPE ctwa_reconcile counter",
             "# UNIT ctwa_bridge_lag_seconds seconds",
         ] {

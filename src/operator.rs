@@ -8,12 +8,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ConversionBridge, CtwaTracking, SignalsKeyword, SignalsPostback, XWebEventTag};
 use crate::bridge::controller::BridgeContext;
 use crate::bridge::supervisor::Supervisor;
+use crate::leadership::{LeaderDirectory, Leadership};
 use crate::managed::controller;
 use crate::managed::kinds::ctwa_tracking::CtwaTrackingAdapter;
 use crate::managed::kinds::signals_keyword::SignalsKeywordAdapter;
@@ -56,15 +56,7 @@ pub struct OperatorConfig {
     pub signals_requests_per_second: u32,
 }
 
-/// Where the leader Lease lives and how long it lasts.
-#[derive(Clone, Debug)]
-pub struct LeaseConfig {
-    pub namespace: String,
-    pub name: String,
-    /// This process's identity in the Lease (the pod name in a cluster).
-    pub identity: String,
-    pub duration: Duration,
-}
+pub use crate::leadership::LeaseConfig;
 
 /// Runs until SIGTERM/SIGINT (a clean exit) or until the leader lease is lost (an error,
 /// so that the process restarts as a follower).
@@ -112,7 +104,20 @@ pub async fn run_until(
         config.bridge_max_seen_ids,
     );
 
-    // Followers serve too: /healthz, /readyz and a receiver that answers 503.
+    // Followers serve too: /healthz, /readyz and a receiver that hands postbacks to the
+    // leader (or answers 503 when nobody has published where postbacks go).
+    let forwarder = match &config.leader_election {
+        Some(lease) if lease.postback_url.is_some() => Some(
+            crate::bridge::forward::Forwarder::new(LeaderDirectory::new(client.clone(), lease))?,
+        ),
+        Some(_) => {
+            tracing::warn!(
+                "leader election without --postback-advertise-url: followers answer postbacks with 503"
+            );
+            None
+        }
+        None => None,
+    };
     let health = Health::new();
     let stop_servers = CancellationToken::new();
     let metrics_listener = server::bind(config.metrics_addr).await?;
@@ -126,7 +131,7 @@ pub async fn run_until(
         ),
         server::serve(
             postback_listener,
-            crate::bridge::receiver::router(supervisor.clone()),
+            crate::bridge::receiver::router(supervisor.clone(), forwarder),
             stop_servers.clone(),
         ),
     ));
@@ -140,7 +145,11 @@ pub async fn run_until(
         Some(l) => {
             tokio::select! {
                 _ = shutdown.cancelled() => Ok(()),
-                _ = l.acquired() => lead(&client, &config, &shutdown, &metrics, dialog, x, &supervisor, Some(l)).await,
+                _ = l.acquired() => {
+                    let lease = config.leader_election.clone().expect("a lease is configured");
+                    tokio::spawn(crate::leadership::advertise(client.clone(), lease, shutdown.child_token()));
+                    lead(&client, &config, &shutdown, &metrics, dialog, x, &supervisor, Some(l)).await
+                }
             }
         }
         None => {
@@ -159,6 +168,7 @@ pub async fn run_until(
     };
 
     health.set_ready(false);
+    metrics.set_leader(false);
     if let Some(l) = lease {
         l.release().await;
     }
@@ -180,6 +190,7 @@ async fn lead(
     lease: Option<&mut Leadership>,
 ) -> anyhow::Result<()> {
     tracing::info!("leading: starting the controllers");
+    metrics.set_leader(true);
     supervisor.set_active(true);
     let stop_controllers = shutdown.child_token();
     let bridges = Arc::new(BridgeContext {
@@ -270,55 +281,6 @@ async fn lead(
             supervisor.set_active(false);
             supervisor.drain(Duration::ZERO).await;
             anyhow::bail!("lost the leader lease")
-        }
-    }
-}
-
-/// The leader Lease, held by kube-lease-manager's background task.
-struct Leadership {
-    state: watch::Receiver<bool>,
-    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
-}
-
-impl Leadership {
-    async fn start(client: kube::Client, config: &LeaseConfig) -> anyhow::Result<Self> {
-        let seconds = config.duration.as_secs().max(2);
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &config.name)
-            .with_namespace(&config.namespace)
-            .with_identity(&config.identity)
-            .with_duration(seconds)
-            .with_grace((seconds / 3).max(1))
-            .with_field_manager("ctwa-operator")
-            .build()
-            .await?;
-        let (state, task) = manager.watch().await;
-        tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "waiting for the leader lease");
-        Ok(Leadership { state, task })
-    }
-
-    async fn acquired(&mut self) {
-        while !*self.state.borrow_and_update() {
-            if self.state.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-        }
-    }
-
-    async fn lost(&mut self) {
-        while *self.state.borrow_and_update() {
-            if self.state.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Closing the channel makes the background task release the Lease.
-    async fn release(self) {
-        drop(self.state);
-        match self.task.await {
-            Ok(Ok(_)) => tracing::info!("leader lease released"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "releasing the leader lease failed"),
-            Err(e) => tracing::warn!(error = %e, "the lease task failed"),
         }
     }
 }

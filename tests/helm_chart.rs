@@ -289,6 +289,8 @@ async fn the_operator_converges_with_the_charts_rbac_and_no_more() {
         name: "ctwa-ctwa-operator".into(),
         identity: "rbac-test".into(),
         duration: Duration::from_secs(15),
+        // Publishing it on the Lease needs the chart's lease permissions too.
+        postback_url: Some(format!("http://{}", env.postback_addr)),
     });
     env.start_operator_with(operator.clone(), config);
 

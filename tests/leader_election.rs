@@ -21,9 +21,19 @@ const LEASE_SECS: u64 = 4;
 struct Operator {
     child: Child,
     identity_prefix: String,
+    /// Where this process takes postbacks.
+    postbacks: String,
 }
 
+/// One operator process. The one on host 127.0.0.1 takes postbacks at the environment's
+/// postback address; every process publishes its own address for the others, as the chart
+/// makes each pod publish `http://$(POD_IP):8081`.
 fn start(env: &Env, host: &str, extra: &[&str]) -> Operator {
+    let postbacks = if host == "127.0.0.1" {
+        env.postback_addr.to_string()
+    } else {
+        free_addr().to_string()
+    };
     let mut args: Vec<String> = env
         .operator_args()
         .into_iter()
@@ -32,9 +42,7 @@ fn start(env: &Env, host: &str, extra: &[&str]) -> Operator {
                 format!("{flag}={}", url.replace("127.0.0.1", host))
             }
             Some(("--metrics-addr", _)) => format!("--metrics-addr={}", free_addr()),
-            Some(("--postback-addr", _)) if host != "127.0.0.1" => {
-                format!("--postback-addr={}", free_addr())
-            }
+            Some(("--postback-addr", _)) => format!("--postback-addr={postbacks}"),
             _ => a,
         })
         .collect();
@@ -44,6 +52,7 @@ fn start(env: &Env, host: &str, extra: &[&str]) -> Operator {
             format!("--leader-election-namespace={}", env.ns.name),
             "--lease-name=ctwa-test".into(),
             format!("--lease-duration={LEASE_SECS}s"),
+            format!("--postback-advertise-url=http://{postbacks}"),
         ]
         .into_iter()
         .chain(extra.iter().map(|s| s.to_string())),
@@ -53,6 +62,7 @@ fn start(env: &Env, host: &str, extra: &[&str]) -> Operator {
     Operator {
         child,
         identity_prefix,
+        postbacks,
     }
 }
 
@@ -227,4 +237,109 @@ async fn sigterm_delivers_what_is_in_flight_and_releases_the_lease() {
         .await;
     let ids = env.fake.distinct_conversion_ids();
     assert!(events.iter().all(|g| ids.contains(&g.id)));
+}
+
+async fn post(url: &str, body: &serde_json::Value, forwarded: bool) -> u16 {
+    let mut request = reqwest::Client::new().post(url).json(body);
+    if forwarded {
+        request = request.header("x-ctwa-forwarded", "1");
+    }
+    match request.send().await {
+        Ok(answer) => answer.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Posts until the answer is not `0` (not listening yet) or `503`, for at most `within`;
+/// returns the answer and how many 503s came first.
+async fn post_until_taken(url: &str, body: &serde_json::Value, within: Duration) -> (u16, usize) {
+    let started = Instant::now();
+    let mut unavailable = 0;
+    loop {
+        let code = post(url, body, false).await;
+        if (code != 0 && code != 503) || started.elapsed() > within {
+            return (code, unavailable);
+        }
+        unavailable += usize::from(code == 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SPEC 7.2: with two processes, a postback sent to the follower is accepted and delivered
+/// (the follower hands it to the leader), in steady state never answered 503; and after the
+/// leader dies, the new leader takes them itself.
+#[tokio::test]
+async fn postbacks_sent_to_the_follower_reach_the_leader() {
+    let env = env_without_operator("leader-postbacks").await;
+    let tag = env.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
+    let mut a = start(&env, "127.0.0.1", &[]);
+    wait_holder(&env, &a.identity_prefix, Duration::from_secs(20)).await;
+    let b = start(&env, "localhost", &[]);
+    env.create::<ConversionBridge>(bridge(
+        "b",
+        Timestamp::now() - 1.minute(),
+        json!({"source": {"postbacks": {"enabled": true}},
+               "destination": {"x": {"eventId": tag}}}),
+    ))
+    .await;
+    let token = env.postback_token("b").await;
+    env.wait_for::<ConversionBridge>("b", "Ready", ready).await;
+    let path = format!("/postbacks/{}/b/{token}", env.ns.name);
+    let via = |op: &Operator| format!("http://{}{path}", op.postbacks);
+    let event = |id: &str| common::events::event(id, "converted", Timestamp::now(), 1, true).event;
+
+    // The follower takes postbacks as soon as it listens; every one is accepted.
+    let (code, _) = post_until_taken(&via(&b), &event("f-0"), Duration::from_secs(20)).await;
+    assert_eq!(code, 202, "the follower's answer");
+    let mut sent = vec!["f-0".to_string()];
+    for i in 1..20 {
+        let id = format!("f-{i}");
+        let target = if i % 2 == 0 { via(&a) } else { via(&b) };
+        assert_eq!(
+            post(&target, &event(&id), false).await,
+            202,
+            "{id} to {target}"
+        );
+        sent.push(id);
+    }
+    // What the leader says is what the sender hears: a wrong token is the leader's 404.
+    let wrong = format!(
+        "http://{}/postbacks/{}/b/not-the-token",
+        b.postbacks, env.ns.name
+    );
+    assert_eq!(post(&wrong, &event("x"), false).await, 404);
+    // A request forwarded once is never forwarded again (no loop between two processes).
+    assert_eq!(post(&via(&b), &event("loop"), true).await, 503);
+    env.wait_for_long::<ConversionBridge>("b", |o| o["status"]["eventsForwarded"] == 20)
+        .await;
+    let ids = env.fake.distinct_conversion_ids();
+    assert!(
+        sent.iter().all(|id| ids.contains(id)),
+        "every accepted postback reached X"
+    );
+
+    // The leader dies: within the handover the follower answers 503 (Signals retries), then
+    // takes postbacks itself.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    wait_holder(
+        &env,
+        &b.identity_prefix,
+        Duration::from_secs(2 * LEASE_SECS + 2),
+    )
+    .await;
+    let (code, unavailable) =
+        post_until_taken(&via(&b), &event("after"), Duration::from_secs(30)).await;
+    assert_eq!(
+        code, 202,
+        "the new leader's answer after {unavailable} 503s"
+    );
+    env.wait_for_long::<ConversionBridge>("b", |o| {
+        o["status"]["eventsForwarded"].as_u64() >= Some(21)
+    })
+    .await;
+    assert!(env.fake.distinct_conversion_ids().contains("after"));
+    // The token is in the path of every forwarded request; tests/log_secrets.rs checks that
+    // neither process logged it.
+    drop(b);
 }

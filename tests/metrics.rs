@@ -120,6 +120,11 @@ async fn every_metric_family_reports_the_traffic() {
         &[("bridge", "b"), ("outcome", "sent")],
     );
     assert!(sample(&text, "ctwa_bridge_lag_seconds", &[("bridge", "b")]).is_some());
+    assert_eq!(
+        sample(&text, "ctwa_bridge_ready", &[("bridge", "b")]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "ctwa_leader", &[]), Some(1.0));
     positive(
         "ctwa_rate_limit_remaining",
         &[("api", "x-ads"), ("account", "pix1")],

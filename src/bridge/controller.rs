@@ -72,6 +72,7 @@ pub async fn run(ctx: Arc<BridgeContext>, scope: Scope) {
         Api<XWebEventTag>,
     ) = (scope.api(), scope.api(), scope.api());
     let (reader, writer) = reflector::store();
+    ctx.supervisor.watch_catalog(reader.clone());
     let supervisor = ctx.supervisor.clone();
     let objects = watcher(bridges, watcher::Config::default())
         .default_backoff()

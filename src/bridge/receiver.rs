@@ -10,24 +10,36 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::forward::{FORWARDED, Forwarder, NotForwarded};
 use super::supervisor::Supervisor;
 
 /// Largest body accepted (SPEC 4).
 pub const MAX_BODY: usize = 1024 * 1024;
 
+#[derive(Clone)]
+struct Receiver {
+    supervisor: Arc<Supervisor>,
+    /// Hands postbacks to the leader while this process does not lead; None without leader
+    /// election or without a published address (followers answer 503 then).
+    forwarder: Option<Arc<Forwarder>>,
+}
+
 /// The receiver's routes.
-pub fn router(supervisor: Arc<Supervisor>) -> Router {
+pub fn router(supervisor: Arc<Supervisor>, forwarder: Option<Arc<Forwarder>>) -> Router {
     Router::new()
         .route("/postbacks/{namespace}/{bridge}/{token}", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(supervisor)
+        .with_state(Receiver {
+            supervisor,
+            forwarder,
+        })
 }
 
 fn answer(status: StatusCode, message: &str) -> Response {
@@ -61,20 +73,39 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, &'static str> {
 }
 
 async fn receive(
-    State(supervisor): State<Arc<Supervisor>>,
+    State(receiver): State<Receiver>,
     Path((namespace, bridge, token)): Path<(String, String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let supervisor = receiver.supervisor;
     if !supervisor.is_active() {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this replica is not the leader; retry later",
-        );
+        let message = match receiver.forwarder {
+            Some(_) if headers.contains_key(FORWARDED) => {
+                "this replica is not the leader (forwarded once already); retry later"
+            }
+            Some(forwarder) => match forwarder.forward([&namespace, &bridge, &token], body).await {
+                Ok(response) => return response,
+                Err(NotForwarded::NoLeader) => "no leader is taking postbacks; retry later",
+                Err(NotForwarded::Unreachable) => "the leader did not answer; retry later",
+            },
+            None => "this replica is not the leader; retry later",
+        };
+        return answer(StatusCode::SERVICE_UNAVAILABLE, message);
     }
     let inlet = supervisor.inlet(&namespace, &bridge);
     // Compare against something even for an unknown bridge, so both take as long.
     let expected = inlet.as_ref().map_or("\u{0}unknown", |i| i.token.expose());
     if !token_matches(expected, &token) || inlet.is_none() {
+        // Right after this process took over, the bridge may exist without having been
+        // started here yet: 503 (retry) rather than 404 (wrong URL) until every bridge has.
+        // A wrong token gets the same 503 meanwhile, so neither answer reveals a bridge.
+        if !supervisor.settled() {
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the bridges are starting; retry later",
+            );
+        }
         return answer(StatusCode::NOT_FOUND, "not found");
     }
     let Some(queue) = inlet.and_then(|i| i.queue) else {

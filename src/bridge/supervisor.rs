@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -127,6 +129,9 @@ pub struct Supervisor {
     entries: Mutex<HashMap<(String, String), Entry>>,
     /// Only the leader takes postbacks.
     active: AtomicBool,
+    /// The bridge controllers' caches (one per watched namespace), to tell a bridge that
+    /// does not exist from one not started yet.
+    catalogs: Mutex<Vec<reflector::Store<ConversionBridge>>>,
 }
 
 impl Supervisor {
@@ -145,6 +150,7 @@ impl Supervisor {
             max_seen_ids,
             entries: Mutex::new(HashMap::new()),
             active: AtomicBool::new(false),
+            catalogs: Mutex::new(Vec::new()),
         })
     }
 
@@ -307,6 +313,42 @@ impl Supervisor {
         self.active.store(active, Ordering::Release);
     }
 
+    /// A bridge controller's cache: [`Supervisor::settled`] consults it.
+    pub fn watch_catalog(&self, store: reflector::Store<ConversionBridge>) {
+        self.catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store);
+    }
+
+    /// Every bridge that exists has been started (or held): until then, a postback for a
+    /// bridge this process does not know may be for one it is about to start — the first
+    /// seconds after taking over — and is answered 503, not 404.
+    pub fn settled(&self) -> bool {
+        let catalogs = self
+            .catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if catalogs.is_empty() {
+            return false;
+        }
+        let entries = self.lock();
+        catalogs.iter().all(|catalog| {
+            catalog
+                .wait_until_ready()
+                .now_or_never()
+                .is_some_and(|r| r.is_ok())
+                && catalog.state().iter().all(|bridge| {
+                    let key = (bridge.namespace().unwrap_or_default(), bridge.name_any());
+                    bridge.meta().deletion_timestamp.is_some()
+                        || entries
+                            .get(&key)
+                            .is_some_and(|e| Some(&e.uid) == bridge.uid().as_ref())
+                })
+        })
+    }
+
     /// The postback inlet of a bridge, when it takes postbacks.
     pub fn inlet(&self, namespace: &str, name: &str) -> Option<Inlet> {
         let entries = self.lock();
@@ -378,6 +420,8 @@ impl Supervisor {
                 &key.1,
                 status.lag_seconds.unwrap_or_default() as f64,
             );
+            let ready = find(&status.common.conditions, READY).is_some_and(|c| c.status == "True");
+            self.metrics.set_bridge_ready(&key.0, &key.1, ready);
             if !same_ignoring_lag(written.as_ref(), &status) {
                 let mut body = serde_json::to_value(&status).unwrap_or_default();
                 if status.postback_path.is_none() {
