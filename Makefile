@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench
+.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench monitoring-check
 
 all: build
 
@@ -64,6 +64,11 @@ docs:
 docs-check:
 	$(CARGO) test -q --lib apidocs
 	scripts/gen-health-checks.sh --check
+
+## make monitoring-check: the chart's PrometheusRule and Grafana dashboard, checked with helm and
+## promtool (both built once into ~/.cache/ctwa-operator): rules, rule unit tests, every query.
+monitoring-check:
+	scripts/check-monitoring.sh
 
 ## make bench: the benchmarks of BENCHMARKS.md (minutes; not part of make test).
 bench:
