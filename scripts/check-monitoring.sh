@@ -41,16 +41,19 @@ render "$WORK/on.yaml" "${ON[@]}" \
   --set monitoring.prometheusRule.labels.release=prometheus \
   --set monitoring.grafanaDashboard.namespace=grafana \
   --set-string monitoring.grafanaDashboard.annotations.grafana_folder=CTWA
-render "$WORK/custom.yaml" --set monitoring.prometheusRule.enabled=true \
-  --set monitoring.prometheusRule.lagThresholdSeconds=120 \
-  --set monitoring.prometheusRule.rejectedRatioThreshold=0.2 \
-  --set monitoring.prometheusRule.for=30m
+# A values file: `--set` would pass 0.2 as a string, which the schema refuses.
+printf '%s\n' 'monitoring:' \
+  '  prometheusRule: {enabled: true, lagThresholdSeconds: 120, rejectedRatioThreshold: 0.2, for: 30m}' \
+  >"$WORK/custom-values.yaml"
+render "$WORK/custom.yaml" -f "$WORK/custom-values.yaml"
 # The schema keeps a typo or a bad value from silently disabling an alert.
 for bad in monitoring.prometheusRule.for=soon monitoring.prometheusRule.rejectedRatioThreshold=5 \
   monitoring.prometheusRule.lagThreshold=60 monitoring.grafanaDashboard.enable=true; do
-  if "$HELM" template "$RELEASE" "$CHART" --set "$bad" >/dev/null 2>&1; then
+  if err="$("$HELM" template "$RELEASE" "$CHART" --kube-version 1.34.4 --set "$bad" 2>&1 >/dev/null)"; then
     fail "values.schema.json accepts $bad"
   fi
+  # Refused for the right reason, not e.g. for a missing --kube-version.
+  grep -q "schema" <<<"$err" || fail "$bad: helm failed, but not on the schema: $err"
 done
 
 export WORK NS RELEASE MON
