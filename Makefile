@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench image-check
+.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench image-check monitoring-check
 
 all: build
 
@@ -11,7 +11,7 @@ build:
 
 ## make test: everything CI runs — formatting, lints, CRD drift, unit and integration tests
 ## against a real kube-apiserver + etcd (built once and cached under ~/.cache/ctwa-operator).
-test: fmt-check clippy crds-check docs-check image-check
+test: fmt-check clippy crds-check docs-check monitoring-check image-check
 	@was_up=$$(scripts/control-plane.sh status >/dev/null 2>&1 && echo yes); \
 	scripts/control-plane.sh up >/dev/null || exit 1; \
 	rm -rf target/test-logs; \
@@ -69,6 +69,11 @@ docs:
 docs-check:
 	$(CARGO) test -q --lib apidocs
 	scripts/gen-health-checks.sh --check
+
+## make monitoring-check: the chart's PrometheusRule and Grafana dashboard, checked with helm and
+## promtool (both built once into ~/.cache/ctwa-operator): rules, rule unit tests, every query.
+monitoring-check:
+	scripts/check-monitoring.sh
 
 ## make bench: the benchmarks of BENCHMARKS.md (minutes; not part of make test).
 bench:
