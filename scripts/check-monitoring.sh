@@ -185,9 +185,9 @@ if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
 for name in ("namespace", "bridge"):
     v = variables.get(name)
     q = v and (v["query"]["query"] if isinstance(v["query"], dict) else v["query"])
-    if not v or v.get("type") != "query" or not q.startswith("label_values(ctwa_bridge_events_total") \
+    if not v or v.get("type") != "query" or not q.startswith("label_values(ctwa_bridge_ready") \
             or not q.endswith(f", {name})"):
-        errors.append(f"variable {name} is not label_values(ctwa_bridge_events_total..., {name})")
+        errors.append(f"variable {name} is not label_values(ctwa_bridge_ready..., {name})")
 
 def substitute(expr, where):
     def repl(m):
