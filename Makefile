@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench image-check monitoring-check
+.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench image-check monitoring-check workflows-check
 
 all: build
 
@@ -11,7 +11,7 @@ build:
 
 ## make test: everything CI runs — formatting, lints, CRD drift, unit and integration tests
 ## against a real kube-apiserver + etcd (built once and cached under ~/.cache/ctwa-operator).
-test: fmt-check clippy crds-check docs-check monitoring-check image-check
+test: fmt-check clippy crds-check docs-check monitoring-check workflows-check image-check
 	@was_up=$$(scripts/control-plane.sh status >/dev/null 2>&1 && echo yes); \
 	scripts/control-plane.sh up >/dev/null || exit 1; \
 	rm -rf target/test-logs; \
@@ -19,6 +19,10 @@ test: fmt-check clippy crds-check docs-check monitoring-check image-check
 	CTWA_TEST_LOG_DIR=$(CURDIR)/target/test-logs $(CARGO) test --test log_secrets -- --ignored; rc=$$?; \
 	[ -n "$$was_up" ] || scripts/control-plane.sh down; \
 	exit $$rc
+
+## make workflows-check: actionlint on .github/workflows (the release workflow).
+workflows-check:
+	scripts/lint-workflows.sh
 
 ## make image-check: the Dockerfile's build stage, reproduced from exactly its context
 ## (.dockerignore), and the binary checked against the runtime image (scripts/image-build.py).

@@ -16,8 +16,8 @@ CHART="$ROOT/charts/ctwa-operator"
 MON="$CHART/files/monitoring"
 NS=ctwa-system
 RELEASE=ctwa-operator
-HELM="$("$ROOT/scripts/install-helm.sh")"
-PROMTOOL="$("$ROOT/scripts/install-promtool.sh")"
+HELM="$("$ROOT/scripts/go-tool.sh" helm)"
+PROMTOOL="$("$ROOT/scripts/go-tool.sh" promtool)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "check-monitoring: $*" >&2; exit 1; }

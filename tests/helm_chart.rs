@@ -19,10 +19,11 @@ use serde_json::{Value, json};
 const CHART: &str = "charts/ctwa-operator";
 
 fn helm() -> String {
-    let out = Command::new(repo_root().join("scripts/install-helm.sh"))
+    let out = Command::new(repo_root().join("scripts/go-tool.sh"))
+        .arg("helm")
         .stderr(Stdio::inherit())
         .output()
-        .expect("scripts/install-helm.sh runs");
+        .expect("scripts/go-tool.sh runs");
     assert!(out.status.success(), "installing helm failed");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
