@@ -920,3 +920,157 @@ async fn the_operator_converges_with_the_charts_rbac_and_no_more() {
     let all: kube::Api<Secret> = kube::Api::all(operator);
     assert!(all.list(&Default::default()).await.is_err());
 }
+
+fn kubectl(args: &[&str]) -> (bool, String, String) {
+    run(Command::new("kubectl").args(args), None)
+}
+
+/// A real `helm install`, `upgrade` and `uninstall`: the CRDs of a 0.1 install (no Helm metadata)
+/// are adopted after the README's upgrade step, the aggregated roles reach the built-in `edit`
+/// and `view` roles, and uninstalling keeps the CRDs (and with them every object).
+#[tokio::test]
+async fn helm_adopts_upgrades_and_keeps_the_crds_on_uninstall() {
+    ctwa_testenv::client().await;
+    let helm = helm();
+    let (release, ns) = ("ctwa-e2e", "ctwa-chart-e2e");
+    namespace(ns);
+    // A release left by an earlier, failed run (its CRDs are kept).
+    run(
+        Command::new(&helm).args(["uninstall", release, "--namespace", ns, "--wait"]),
+        None,
+    );
+    let crds: Vec<String> = documents(&template(&helm, ns, &[]).unwrap())
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .map(|d| format!("crd/{}", d["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(crds.len(), crd_count());
+
+    // Without Helm's ownership metadata the CRDs (installed like chart 0.1 did) are refused...
+    for crd in &crds {
+        let (ok, _, err) = kubectl(&[
+            "annotate",
+            crd,
+            "meta.helm.sh/release-name-",
+            "meta.helm.sh/release-namespace-",
+        ]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = kubectl(&["label", crd, "app.kubernetes.io/managed-by-"]);
+        assert!(ok, "{err}");
+    }
+    let install = |extra: &[&str]| {
+        let mut cmd = Command::new(&helm);
+        cmd.args(["upgrade", "--install", release, CHART, "--namespace", ns]);
+        cmd.args(extra);
+        run(&mut cmd, None)
+    };
+    let (ok, _, err) = install(&[]);
+    assert!(!ok, "installed over CRDs Helm does not own");
+    assert!(err.contains("invalid ownership metadata"), "{err}");
+    // ...and adopted after the upgrade step of the chart README.
+    for crd in &crds {
+        let (ok, _, err) = kubectl(&[
+            "label",
+            crd,
+            "app.kubernetes.io/managed-by=Helm",
+            "--overwrite",
+        ]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = kubectl(&[
+            "annotate",
+            crd,
+            &format!("meta.helm.sh/release-name={release}"),
+            &format!("meta.helm.sh/release-namespace={ns}"),
+            "--overwrite",
+        ]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = install(&[]);
+    assert!(ok, "helm install failed:\n{out}\n{err}");
+    let (ok, out, err) = kubectl(&["get", &crds[0], "-o", "json"]);
+    assert!(ok, "{err}");
+    let crd: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["helm.sh/chart"],
+        "ctwa-operator-0.2.0"
+    );
+
+    // The aggregated roles: an editor of a namespace edits ctwa.dev objects there (never their
+    // status), a viewer reads them. The controller-manager aggregates asynchronously.
+    let workload_ns = "ctwa-chart-e2e-apps";
+    namespace(workload_ns);
+    for (user, role) in [("alice", "edit"), ("bob", "view")] {
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": user, "namespace": workload_ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
+        kubectl_apply(&binding.to_string(), false);
+    }
+    let can = |user: &str, verb: &str, resource: &str| {
+        let (_, out, _) = kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            workload_ns,
+            "--as",
+            user,
+        ]);
+        out.trim() == "yes"
+    };
+    let mut aggregated = false;
+    for _ in 0..60 {
+        if can("alice", "create", "conversionbridges.ctwa.dev")
+            && can("bob", "list", "conversionbridges.ctwa.dev")
+        {
+            aggregated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(aggregated, "the ctwa.dev rules never reached edit and view");
+    for resource in crds.iter().map(|c| c.trim_start_matches("crd/")) {
+        assert!(can("alice", "delete", resource), "{resource}");
+        assert!(can("bob", "watch", resource), "{resource}");
+        assert!(!can("bob", "create", resource), "{resource}");
+    }
+    // Status is the operator's to write.
+    let (_, out, _) = kubectl(&[
+        "auth",
+        "can-i",
+        "update",
+        "conversionbridges.ctwa.dev",
+        "--subresource=status",
+        "-n",
+        workload_ns,
+        "--as",
+        "alice",
+    ]);
+    assert_eq!(out.trim(), "no");
+
+    // An upgrade with other values, then an uninstall that keeps the CRDs.
+    let (ok, out, err) = install(&[
+        "--set",
+        "replicaCount=3",
+        "--set",
+        "networkPolicy.enabled=true",
+    ]);
+    assert!(ok, "helm upgrade failed:\n{out}\n{err}");
+    let (ok, out, err) = run(
+        Command::new(&helm).args(["uninstall", release, "--namespace", ns]),
+        None,
+    );
+    assert!(ok, "helm uninstall failed:\n{out}\n{err}");
+    assert!(out.contains("kept due to the resource policy"), "{out}");
+    for crd in &crds {
+        let (ok, _, err) = kubectl(&["get", crd]);
+        assert!(ok, "{crd} was deleted with the release: {err}");
+    }
+    let (_, out, _) = kubectl(&["get", "deploy", "-n", ns, "-o", "name"]);
+    assert!(out.trim().is_empty(), "{out}");
+}
