@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate the values table of charts/ctwa-operator/README.md from values.yaml.
 
-Usage: scripts/gen-chart-readme.py [--check] [--chart DIR]
+Usage: scripts/gen-chart-readme.py [--check | --print-values] [--chart DIR]
 
 The table sits between the markers `<!-- values:start -->` and `<!-- values:end -->`; the rest of
 the README is written by hand. `--check` changes nothing and fails when the README is out of date.
@@ -263,6 +263,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="fail when README.md is out of date")
     ap.add_argument(
+        "--print-values",
+        action="store_true",
+        help="print values.yaml as this script reads it, as JSON (tests compare it with Helm's)",
+    )
+    ap.add_argument(
         "--chart",
         type=Path,
         default=Path(__file__).resolve().parent.parent / "charts" / "ctwa-operator",
@@ -276,6 +281,9 @@ def main() -> int:
     except ValuesError as e:
         print(f"gen-chart-readme: {values_path}: {e}", file=sys.stderr)
         return 1
+    if args.print_values:
+        print(json.dumps(values, indent=2))
+        return 0
     readme = readme_path.read_text()
     if START not in readme or END not in readme:
         print(f"gen-chart-readme: {readme_path} lacks {START} ... {END}", file=sys.stderr)

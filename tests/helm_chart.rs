@@ -752,6 +752,48 @@ networkPolicy:
     assert_eq!(port(&ingress[0]), 8081);
 }
 
+/// Helm drops keys whose value is null.
+fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
+/// The chart's default values as Helm reads them: a copy of the chart whose only template
+/// prints `.Values` as JSON.
+fn helm_values(helm: &str) -> Value {
+    let copy = std::env::temp_dir().join(format!("ctwa-chart-values-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(copy.join("templates")).unwrap();
+    for file in ["Chart.yaml", "values.yaml", "values.schema.json"] {
+        std::fs::copy(repo_root().join(CHART).join(file), copy.join(file)).unwrap();
+    }
+    std::fs::write(
+        copy.join("templates/values.yaml"),
+        "values: {{ .Values | toJson | quote }}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(
+        Command::new(helm)
+            .arg("template")
+            .arg("x")
+            .arg(&copy)
+            .args(["--kube-version", "1.34.4"]),
+        None,
+    );
+    std::fs::remove_dir_all(&copy).unwrap();
+    assert!(ok, "{err}");
+    let doc = documents(&out).remove(0);
+    without_nulls(serde_json::from_str(doc["values"].as_str().unwrap()).unwrap())
+}
+
 /// README.md lists every value of values.yaml, and the check notices when it does not.
 #[test]
 fn the_chart_readme_is_generated_from_values_yaml() {
@@ -771,6 +813,16 @@ fn the_chart_readme_is_generated_from_values_yaml() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The defaults in the README are what Helm reads from values.yaml.
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--print-values")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(without_nulls(parsed), helm_values(&helm()));
 
     let copy = std::env::temp_dir().join(format!("ctwa-chart-readme-{}", std::process::id()));
     std::fs::create_dir_all(&copy).unwrap();
