@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy crds crds-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench image-check monitoring-check workflows-check
+.PHONY: all build test fmt-check clippy crds crds-check chart-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench image-check monitoring-check workflows-check
 
 all: build
 
@@ -11,7 +11,7 @@ build:
 
 ## make test: everything CI runs — formatting, lints, CRD drift, unit and integration tests
 ## against a real kube-apiserver + etcd (built once and cached under ~/.cache/ctwa-operator).
-test: fmt-check clippy crds-check docs-check monitoring-check workflows-check image-check
+test: fmt-check clippy crds-check docs-check chart-check monitoring-check workflows-check image-check
 	@was_up=$$(scripts/control-plane.sh status >/dev/null 2>&1 && echo yes); \
 	scripts/control-plane.sh up >/dev/null || exit 1; \
 	rm -rf target/test-logs; \
@@ -35,17 +35,24 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## make crds: regenerate crds/ from the Rust types.
+## make crds: regenerate crds/ and the chart's files/crds/ from the Rust types.
 crds:
-	@rm -f crds/*.yaml charts/ctwa-operator/crds/*.yaml
+	@rm -f crds/*.yaml charts/ctwa-operator/files/crds/*.yaml
 	$(CARGO) run -q --bin ctwa-operator -- crds --output-dir crds
-	cp crds/*.yaml charts/ctwa-operator/crds/
+	@mkdir -p charts/ctwa-operator/files/crds
+	cp crds/*.yaml charts/ctwa-operator/files/crds/
 
 crds-check:
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(CARGO) run -q --bin ctwa-operator -- crds --output-dir $$tmp && \
-	if ! diff -ru crds $$tmp || ! diff -ru charts/ctwa-operator/crds $$tmp; then \
-	  echo "crds/ or the chart's crds/ is out of date: run 'make crds' and commit the result" >&2; exit 1; fi
+	if ! diff -ru crds $$tmp || ! diff -ru charts/ctwa-operator/files/crds $$tmp; then \
+	  echo "crds/ or charts/ctwa-operator/files/crds/ is out of date: run 'make crds' and commit the result" >&2; exit 1; fi
+
+## make chart-check: the chart README matches values.yaml (regenerate it with
+## scripts/gen-chart-readme.py), and helm lint --strict passes.
+chart-check:
+	python3 scripts/gen-chart-readme.py --check
+	@helm=$$(scripts/go-tool.sh helm) && $$helm lint --strict charts/ctwa-operator
 
 ## make demo: the control plane, the fake upstream APIs and the operator, with examples/ applied.
 demo:
