@@ -264,6 +264,8 @@ fn assert_check_pod_matches_operator(docs: &[Value]) {
             "--hub-url=",
             "--x-ads-url=",
             "--namespace=",
+            "--leader-election-namespace=",
+            "--lease-name=",
         ]
         .iter()
         .any(|p| a.starts_with(p))
@@ -275,12 +277,14 @@ fn assert_check_pod_matches_operator(docs: &[Value]) {
         .filter(|a| shared(a))
         .collect();
     assert_eq!(args[1..], expected[..]);
+    let lease = usize::from(operator_args_have(operator, "--leader-election"));
     assert_eq!(
         expected.len(),
-        3 + args
-            .iter()
-            .filter(|a| a.starts_with("--namespace="))
-            .count()
+        3 + 2 * lease
+            + args
+                .iter()
+                .filter(|a| a.starts_with("--namespace="))
+                .count()
     );
     // Every extra variable of the operator (a proxy) applies to the check too.
     let operator_env = operator["env"].as_array().unwrap();
@@ -293,6 +297,10 @@ fn assert_check_pod_matches_operator(docs: &[Value]) {
         .filter(|e| !builtin.contains(&e["name"].as_str().unwrap()))
         .count();
     assert_eq!(container["env"].as_array().map_or(0, Vec::len), extra);
+}
+
+fn operator_args_have(container: &Value, arg: &str) -> bool {
+    strs(&container["args"]).contains(&arg)
 }
 
 fn crd_count() -> usize {
@@ -452,6 +460,12 @@ async fn the_chart_lints_renders_and_validates_on_the_api_server() {
         namespace(ns);
     }
     kubectl_apply(SERVICE_MONITOR_CRD, false);
+    kubectl_apply(
+        &SERVICE_MONITOR_CRD
+            .replace("servicemonitor", "prometheusrule")
+            .replace("ServiceMonitor", "PrometheusRule"),
+        false,
+    );
     let rendered = template(
         &helm,
         "ctwa-chart-full",
@@ -464,6 +478,8 @@ async fn the_chart_lints_renders_and_validates_on_the_api_server() {
             "ingress.tls.enabled=true",
             "ingress.tls.secretName=ctwa-tls",
             "serviceMonitor.enabled=true",
+            "monitoring.prometheusRule.enabled=true",
+            "monitoring.grafanaDashboard.enabled=true",
             "networkPolicy.enabled=true",
             "pdb.enabled=true",
             "pdb.minAvailable=2",
@@ -480,6 +496,7 @@ async fn the_chart_lints_renders_and_validates_on_the_api_server() {
     for kind in [
         "Ingress",
         "ServiceMonitor",
+        "PrometheusRule",
         "NetworkPolicy",
         "PodDisruptionBudget",
     ] {
@@ -505,6 +522,10 @@ async fn the_chart_lints_renders_and_validates_on_the_api_server() {
             .all(|(k, v)| &postbacks_service["metadata"]["labels"][k] == v)
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    // The bridge series carry the bridge's namespace: it must not become exported_namespace.
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
+    let dashboard = named(&docs, "ConfigMap", &format!("{FULLNAME}-dashboard"));
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
     // Only the ClusterRoles for people remain cluster-wide; the operator gets Roles.
     let cluster_roles: Vec<&str> = of_kind(&docs, "ClusterRole")
         .iter()
@@ -850,6 +871,8 @@ fn the_chart_readme_is_generated_from_values_yaml() {
     std::fs::remove_dir_all(&copy).unwrap();
 }
 
+/// A stand-in for the Prometheus Operator's ServiceMonitor CRD (its schema does not matter
+/// here); the PrometheusRule one is made from it by renaming.
 const SERVICE_MONITOR_CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -888,10 +911,16 @@ async fn the_operator_converges_with_the_charts_rbac_and_no_more() {
     let helm = helm();
     let release_ns = format!("{}-op", env.ns.name);
     namespace(&release_ns);
+    let fakes = env.operator_config(Duration::from_secs(600));
     let rendered = template(
         &helm,
         &release_ns,
-        &[&format!("watchNamespaces={{{}}}", env.ns.name)],
+        &[
+            &format!("watchNamespaces={{{}}}", env.ns.name),
+            &format!("upstream.signalsUrl={}", fakes.signals_url),
+            &format!("upstream.hubUrl={}", fakes.hub_url),
+            &format!("upstream.xAdsUrl={}", fakes.x_ads_url),
+        ],
     )
     .unwrap();
     // RBAC and the ServiceAccount for real (the workload itself is run in-process).
@@ -974,6 +1003,36 @@ async fn the_operator_converges_with_the_charts_rbac_and_no_more() {
     );
     let all: kube::Api<Secret> = kube::Api::all(operator);
     assert!(all.list(&Default::default()).await.is_err());
+
+    // `helm test`: the check Pod's command, as the operator's ServiceAccount, passes.
+    let docs = documents(&rendered);
+    let args = strs(&check_pod(&docs)["spec"]["containers"][0]["args"])
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    let out = tokio::process::Command::new(common::OPERATOR_BIN)
+        .args(&args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .env(
+            "KUBE_RS_DEBUG_IMPERSONATE_USER",
+            format!("system:serviceaccount:{release_ns}:ctwa-ctwa-operator"),
+        )
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args:?}:\n{report}");
+    for line in [
+        format!("ok   RBAC in namespace {}: ", env.ns.name),
+        format!("ok   RBAC in namespace {release_ns} for the leader Lease: "),
+        format!("ok   Secret {}/dialog360: ", env.ns.name),
+        format!("ok   Secret {}/x-ads: ", env.ns.name),
+    ] {
+        assert!(
+            report.lines().any(|l| l.starts_with(&line)),
+            "{line} in:\n{report}"
+        );
+    }
 }
 
 fn kubectl(args: &[&str]) -> (bool, String, String) {

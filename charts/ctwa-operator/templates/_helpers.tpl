@@ -52,6 +52,10 @@ upstreams and namespaces the operator uses.
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}
 {{- end }}
+{{- if .Values.leaderElection.enabled }}
+- --leader-election-namespace={{ .Release.Namespace }}
+- --lease-name={{ include "ctwa.fullname" . }}
+{{- end }}
 {{- end -}}
 
 {{/*
