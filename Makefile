@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy crds crds-check chart-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench image-check monitoring-check workflows-check
+.PHONY: all build test fmt-check clippy crds crds-check chart-check demo demo-down control-plane-up control-plane-down clean docs docs-check bench image-check monitoring-check workflows-check compat-check
 
 all: build
 
@@ -11,7 +11,7 @@ build:
 
 ## make test: everything CI runs — formatting, lints, CRD drift, unit and integration tests
 ## against a real kube-apiserver + etcd (built once and cached under ~/.cache/ctwa-operator).
-test: fmt-check clippy crds-check docs-check chart-check monitoring-check workflows-check image-check
+test: fmt-check clippy crds-check docs-check chart-check monitoring-check workflows-check compat-check image-check
 	@was_up=$$(scripts/control-plane.sh status >/dev/null 2>&1 && echo yes); \
 	scripts/control-plane.sh up >/dev/null || exit 1; \
 	rm -rf target/test-logs; \
@@ -19,6 +19,11 @@ test: fmt-check clippy crds-check docs-check chart-check monitoring-check workfl
 	CTWA_TEST_LOG_DIR=$(CURDIR)/target/test-logs $(CARGO) test --test log_secrets -- --ignored; rc=$$?; \
 	[ -n "$$was_up" ] || scripts/control-plane.sh down; \
 	exit $$rc
+
+## make compat-check: the oldest Kubernetes minor the chart declares (1.30) accepts the CRDs,
+## their CEL rules, the examples and the chart (scripts/compat-check.sh).
+compat-check:
+	scripts/compat-check.sh
 
 ## make workflows-check: actionlint on .github/workflows (the release workflow).
 workflows-check:

@@ -12,7 +12,9 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 CACHE_ROOT="${CTWA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ctwa-operator}"
 OUT="$CACHE_ROOT/kubernetes-$K8S_VERSION"
-BINARIES=(kube-apiserver kube-controller-manager)
+# CTWA_CONTROL_PLANE_BINARIES="kube-apiserver" builds only the API server (the compatibility
+# check of an older minor needs nothing else).
+read -r -a BINARIES <<< "${CTWA_CONTROL_PLANE_BINARIES:-kube-apiserver kube-controller-manager}"
 
 done_already=1
 for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || done_already=0; done

@@ -8,6 +8,9 @@
 #   scripts/control-plane.sh env      print `export KUBECONFIG=...`
 #
 # State lives in $CTWA_CONTROL_PLANE_DIR (default: target/control-plane of this checkout).
+# K8S_VERSION picks another Kubernetes release (default: build-control-plane.sh's), and
+# CTWA_CONTROL_PLANE_API_ONLY=1 starts no kube-controller-manager (enough to validate
+# manifests server-side, as scripts/compat-check.sh does).
 # The binaries come from scripts/build-control-plane.sh (cached under ~/.cache) and etcd from
 # the crates.io crate etcd-bin-vendored (or $CTWA_ETCD_BIN).
 set -euo pipefail
@@ -26,7 +29,10 @@ readyz() {
     "https://127.0.0.1:$(cat "$DIR/apiserver.port")/readyz" >/dev/null 2>&1
 }
 
-running() { pid_alive etcd && pid_alive kube-apiserver && pid_alive kube-controller-manager && readyz; }
+API_ONLY="${CTWA_CONTROL_PLANE_API_ONLY:-}"
+if [ -n "$API_ONLY" ]; then export CTWA_CONTROL_PLANE_BINARIES=kube-apiserver; fi
+
+running() { pid_alive etcd && pid_alive kube-apiserver && { [ -n "$API_ONLY" ] || pid_alive kube-controller-manager; } && readyz; }
 
 stop_all() {
   for p in kube-controller-manager kube-apiserver etcd; do
@@ -137,6 +143,7 @@ start() {
   echo $! > "$DIR/kube-apiserver.pid"
   wait_for kube-apiserver 90 readyz
   write_kubeconfig "$api_port" "$token"
+  if [ -n "$API_ONLY" ]; then log "ready (API server only): KUBECONFIG=$KUBECONFIG_PATH"; return; fi
 
   log "starting kube-controller-manager"
   setsid "$bindir/kube-controller-manager" \
