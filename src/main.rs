@@ -29,29 +29,39 @@ enum Command {
     Version,
 }
 
+/// The upstream base URLs, the same for `run` and `check`.
 #[derive(clap::Args)]
-struct CheckArgs {
-    /// A namespace the operator watches (repeatable; default: all namespaces).
-    #[arg(long = "namespace", env = "CTWA_NAMESPACE", value_delimiter = ',')]
-    namespaces: Vec<String>,
+struct UpstreamArgs {
+    /// Base URL of the 360dialog Signals API.
     #[arg(
         long,
         env = "CTWA_SIGNALS_URL",
         default_value = "https://api.signals.360dialog.io"
     )]
     signals_url: String,
+    /// Base URL of the 360dialog Hub.
     #[arg(
         long,
         env = "CTWA_HUB_URL",
         default_value = "https://hub.360dialog.io/api/v2"
     )]
     hub_url: String,
+    /// Base URL of the X Ads API.
     #[arg(
         long,
         env = "CTWA_X_ADS_URL",
         default_value = "https://ads-api.x.com/12"
     )]
     x_ads_url: String,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// A namespace the operator watches (repeatable; default: all namespaces).
+    #[arg(long = "namespace", env = "CTWA_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    #[command(flatten)]
+    upstream: UpstreamArgs,
     /// Also check the permissions on the leader Lease of this name.
     #[arg(long, env = "CTWA_LEASE_NAME")]
     lease_name: Option<String>,
@@ -75,9 +85,9 @@ async fn check(args: CheckArgs) -> anyhow::Result<bool> {
     let config = ctwa_operator::check::CheckConfig {
         namespaces: args.namespaces,
         upstreams: vec![
-            ("Signals API", args.signals_url),
-            ("360dialog Hub", args.hub_url),
-            ("X Ads API", args.x_ads_url),
+            ("Signals API", args.upstream.signals_url),
+            ("360dialog Hub", args.upstream.hub_url),
+            ("X Ads API", args.upstream.x_ads_url),
         ],
         timeout: args.timeout,
         lease,
@@ -103,27 +113,8 @@ struct RunArgs {
     /// How often upstream is re-read to repair drift (`ctwa.dev/resync-interval` overrides it).
     #[arg(long, env = "CTWA_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     resync_interval: std::time::Duration,
-    /// Base URL of the 360dialog Signals API.
-    #[arg(
-        long,
-        env = "CTWA_SIGNALS_URL",
-        default_value = "https://api.signals.360dialog.io"
-    )]
-    signals_url: String,
-    /// Base URL of the 360dialog Hub.
-    #[arg(
-        long,
-        env = "CTWA_HUB_URL",
-        default_value = "https://hub.360dialog.io/api/v2"
-    )]
-    hub_url: String,
-    /// Base URL of the X Ads API.
-    #[arg(
-        long,
-        env = "CTWA_X_ADS_URL",
-        default_value = "https://ads-api.x.com/12"
-    )]
-    x_ads_url: String,
+    #[command(flatten)]
+    upstream: UpstreamArgs,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "CTWA_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -195,9 +186,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let config = ctwa_operator::operator::OperatorConfig {
         resync_interval: args.resync_interval,
-        signals_url: args.signals_url,
-        hub_url: args.hub_url,
-        x_ads_url: args.x_ads_url,
+        signals_url: args.upstream.signals_url,
+        hub_url: args.upstream.hub_url,
+        x_ads_url: args.upstream.x_ads_url,
         namespaces: args.namespaces,
         metrics_addr: args.metrics_addr,
         postback_addr: args.postback_addr,
