@@ -27,6 +27,23 @@ pub struct LeaseConfig {
     pub postback_url: Option<String>,
 }
 
+/// `--postback-advertise-url`: an http(s) URL. The chart writes `http://$(POD_IP):8081`, which
+/// on an IPv6 cluster is `http://fd00::7:8081`; the address is put in brackets then.
+pub fn advertise_url(text: &str) -> Result<String, String> {
+    let bracketed = text.split_once("://").and_then(|(scheme, rest)| {
+        let (host, port) = rest.trim_end_matches('/').rsplit_once(':')?;
+        host.parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|ip| format!("{scheme}://[{ip}]:{port}"))
+    });
+    let text = bracketed.as_deref().unwrap_or(text);
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{text:?} is not an http:// or https:// URL"));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
 /// The holder's identity, next to [`POSTBACK_URL`]: the URL is current only for that holder.
 pub const POSTBACK_HOLDER: &str = "ctwa.dev/postback-holder";
 /// The holder's postback receiver.
@@ -192,6 +209,25 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn advertised_urls() {
+        assert_eq!(
+            advertise_url("http://10.0.3.7:8081").as_deref(),
+            Ok("http://10.0.3.7:8081")
+        );
+        assert_eq!(
+            advertise_url("http://fd00:10:244::7:8081").as_deref(),
+            Ok("http://[fd00:10:244::7]:8081")
+        );
+        assert_eq!(
+            advertise_url("http://[fd00::7]:8081/").as_deref(),
+            Ok("http://[fd00::7]:8081")
+        );
+        assert!(advertise_url("10.0.3.7:8081").is_err());
+        assert!(advertise_url("ftp://10.0.3.7:8081").is_err());
+        assert!(advertise_url("http://:8081").is_err());
     }
 
     #[test]

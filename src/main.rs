@@ -147,7 +147,7 @@ struct RunArgs {
     lease_name: String,
     /// How the other replicas reach this process's postback receiver while it leads, e.g.
     /// `http://$(POD_IP):8081`: a follower hands the postbacks it receives to the leader.
-    #[arg(long, env = "CTWA_POSTBACK_ADVERTISE_URL")]
+    #[arg(long, env = "CTWA_POSTBACK_ADVERTISE_URL", value_parser = ctwa_operator::leadership::advertise_url)]
     postback_advertise_url: Option<String>,
     /// How long a leader Lease lasts without renewal; a crashed leader is replaced after it.
     #[arg(long, env = "CTWA_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
@@ -174,14 +174,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         builder.json().init();
     } else {
         builder.init();
-    }
-    if let Some(url) = &args.postback_advertise_url {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("--postback-advertise-url {url:?}: {e}"))?;
-        anyhow::ensure!(
-            matches!(parsed.scheme(), "http" | "https"),
-            "--postback-advertise-url must be an http:// or https:// URL"
-        );
     }
     let client = kube::Client::try_default().await?;
     let config = ctwa_operator::operator::OperatorConfig {
