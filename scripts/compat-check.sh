@@ -45,11 +45,11 @@ grep -q "viewThroughWindow must be less than or equal to clickWindow" <<<"$refus
 apply -n compat -f - >/dev/null <<'EOF'
 apiVersion: ctwa.dev/v1alpha1
 kind: XWebEventTag
-metadata: {name: purchase}
+metadata: {name: compat-immutable}
 spec: {accountId: acc1, name: Purchase, type: PURCHASE, clickWindow: 30, viewThroughWindow: 1,
        secretRef: {name: x-ads}}
 EOF
-refused=$(kubectl -n compat patch xwebeventtag purchase --type=merge -p '{"spec":{"accountId":"acc2"}}' 2>&1 || true)
+refused=$(kubectl -n compat patch xwebeventtag compat-immutable --type=merge -p '{"spec":{"accountId":"acc2"}}' 2>&1 || true)
 grep -q "accountId is immutable" <<<"$refused" \
   || fail "an edit of an immutable id was not refused (transition rule): $refused"
 say "CRDs established; CEL rules, transition rules included, enforced"
