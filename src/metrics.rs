@@ -83,6 +83,15 @@ struct BridgeLabels {
     bridge: String,
 }
 
+impl BridgeLabels {
+    fn new(namespace: &str, bridge: &str) -> Self {
+        BridgeLabels {
+            namespace: label(namespace),
+            bridge: label(bridge),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RateLimitLabels {
     api: String,
@@ -228,30 +237,21 @@ impl Metrics {
     /// Set how far behind a bridge's delivery is.
     pub fn set_bridge_lag(&self, namespace: &str, bridge: &str, seconds: f64) {
         self.bridge_lag
-            .get_or_create(&BridgeLabels {
-                namespace: label(namespace),
-                bridge: label(bridge),
-            })
+            .get_or_create(&BridgeLabels::new(namespace, bridge))
             .set(seconds);
     }
 
     /// Count ids a bridge's forwarded-id set evicted because it was full.
     pub fn bridge_seen_ids_evicted(&self, namespace: &str, bridge: &str, count: u64) {
         self.bridge_seen_ids_evicted
-            .get_or_create(&BridgeLabels {
-                namespace: label(namespace),
-                bridge: label(bridge),
-            })
+            .get_or_create(&BridgeLabels::new(namespace, bridge))
             .inc_by(count);
     }
 
     /// Set whether a bridge's Ready condition is True.
     pub fn set_bridge_ready(&self, namespace: &str, bridge: &str, ready: bool) {
         self.bridge_ready
-            .get_or_create(&BridgeLabels {
-                namespace: label(namespace),
-                bridge: label(bridge),
-            })
+            .get_or_create(&BridgeLabels::new(namespace, bridge))
             .set(i64::from(ready));
     }
 
