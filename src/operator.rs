@@ -10,19 +10,24 @@ use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ConversionBridge, CtwaTracking, SignalsKeyword, SignalsPostback, XWebEventTag};
+use crate::api::{
+    ConversionBridge, CtwaTracking, SignalsConversionEvent, SignalsKeyword, SignalsPostback,
+    XWebEventTag,
+};
 use crate::bridge::controller::BridgeContext;
 use crate::bridge::supervisor::Supervisor;
 use crate::leadership::{LeaderDirectory, Leadership};
 use crate::managed::controller;
 use crate::managed::kinds::ctwa_tracking::CtwaTrackingAdapter;
 use crate::managed::kinds::signals_keyword::SignalsKeywordAdapter;
+use crate::managed::kinds::signals_conversion_event::SignalsConversionEventAdapter;
 use crate::managed::kinds::signals_postback::SignalsPostbackAdapter;
 use crate::managed::kinds::x_web_event_tag::XWebEventTagAdapter;
 use crate::managed::ownership::Peers;
 use crate::managed::resource::{Managed, Reference};
 use crate::metrics::Metrics;
-use crate::runtime::scope::{Scope, Trigger, any_change, follow};
+use crate::runtime::conditions::is_ready;
+use crate::runtime::scope::{Scope, Trigger, follow};
 use crate::server::{self, Health};
 use crate::upstream::budget::BudgetRegistry;
 use crate::upstream::clients::{DialogUpstream, XUpstream};
@@ -212,6 +217,7 @@ async fn lead(
     let keyword_peers = Peers::new();
     let postback_peers = Peers::new();
     let tag_peers = Peers::new();
+    let conversion_peers = Peers::new();
     for namespace in namespaces {
         let scope = Scope {
             client: client.clone(),
@@ -247,6 +253,21 @@ async fn lead(
                 },
                 postback_triggers(&scope),
                 postback_peers.clone(),
+            )
+            .boxed(),
+        );
+        tasks.push(
+            controller::run::<SignalsConversionEvent, _>(
+                scope.clone(),
+                SignalsConversionEventAdapter::new(dialog.clone()),
+                vec![follow(
+                    scope.api::<SignalsKeyword>(),
+                    keyword_identity,
+                    |c: &SignalsConversionEvent, name| {
+                        c.references().contains(&Reference::Keyword(name.to_string()))
+                    },
+                )],
+                conversion_peers.clone(),
             )
             .boxed(),
         );
@@ -301,9 +322,22 @@ async fn shutdown_signal() {
     }
 }
 
-/// A postback follows what it references: any change of its SignalsKeyword (a new id,
-/// Ready), and of its ConversionBridge the changes that matter (recreated, postbacks on or
-/// off). Status writes of a bridge change neither.
+/// What an object referencing a SignalsKeyword cares about: which keyword it is, whether it
+/// is Ready, its id, and whether it is being deleted. The keyword's other writes (its
+/// conditions' messages, Events' timestamps, the external-id annotation) change none of it.
+fn keyword_identity(k: &SignalsKeyword) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let status = k.status.as_ref();
+    let ready = status.is_some_and(|s| is_ready(&s.common.conditions));
+    let id = status.and_then(|s| s.keyword_id.as_deref());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (k.uid(), ready, id, k.metadata.deletion_timestamp.is_some()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// A postback follows what it references: its SignalsKeyword's identity (a new id, Ready),
+/// and of its ConversionBridge the changes that matter (recreated, postbacks on or off).
+/// Status writes of a bridge change neither.
 fn postback_triggers(scope: &Scope) -> Vec<Trigger<SignalsPostback>> {
     fn refers(postback: &SignalsPostback, name: &str, keyword: bool) -> bool {
         postback.references().iter().any(|r| match r {
@@ -320,7 +354,7 @@ fn postback_triggers(scope: &Scope) -> Vec<Trigger<SignalsPostback>> {
     vec![
         follow(
             scope.api::<SignalsKeyword>(),
-            any_change::<SignalsKeyword>,
+            keyword_identity,
             |p, name| refers(p, name, true),
         ),
         follow(

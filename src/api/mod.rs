@@ -1,4 +1,4 @@
-//! The five custom resource kinds of `ctwa.dev/v1alpha1` and the types they share.
+//! The six custom resource kinds of `ctwa.dev/v1alpha1` and the types they share.
 //!
 //! Validation lives in the schema (OpenAPI bounds, enums and CEL rules) so that `kubectl apply`
 //! rejects a bad manifest before the operator ever sees it.
@@ -9,6 +9,7 @@
 mod common;
 mod conversion_bridge;
 mod ctwa_tracking;
+mod signals_conversion_event;
 mod signals_keyword;
 mod signals_postback;
 mod x_web_event_tag;
@@ -16,6 +17,7 @@ mod x_web_event_tag;
 pub use common::*;
 pub use conversion_bridge::*;
 pub use ctwa_tracking::*;
+pub use signals_conversion_event::*;
 pub use signals_keyword::*;
 pub use signals_postback::*;
 pub use x_web_event_tag::*;
@@ -29,6 +31,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         CtwaTracking::crd(),
         SignalsKeyword::crd(),
         SignalsPostback::crd(),
+        SignalsConversionEvent::crd(),
         XWebEventTag::crd(),
         ConversionBridge::crd(),
     ]

@@ -78,6 +78,12 @@ pub trait ExternalResource<K: Managed>: Send + Sync + 'static {
         false
     }
 
+    /// Whether the upstream object can be removed at all. When it cannot (Signals has no delete
+    /// for a campaign's conversion), a deletion makes no upstream call under either policy.
+    fn can_delete(&self) -> bool {
+        true
+    }
+
     /// Reads the upstream object with this id; None when it no longer counts (archived,
     /// deleted). A 404 of its own is the reconciler's to interpret.
     fn get(

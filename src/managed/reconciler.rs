@@ -479,7 +479,8 @@ where
         return Ok((Action::await_change(), "success"));
     }
     let key = object_key(obj);
-    let keep_upstream = obj.deletion_policy() == DeletionPolicy::Orphan
+    let keep_upstream = !ctx.adapter.can_delete()
+        || obj.deletion_policy() == DeletionPolicy::Orphan
         || obj.management_policy() == ManagementPolicy::Observe;
     if !keep_upstream && obj.is_paused() {
         let health = Health::NotReady {

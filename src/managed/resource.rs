@@ -10,8 +10,13 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     CommonStatus, CtwaTracking, CtwaTrackingStatus, DeletionPolicy, EXTERNAL_ID_ANNOTATION,
     ManagementPolicy, PAUSED_ANNOTATION, PostbackEvent, RESYNC_INTERVAL_ANNOTATION, SignalsKeyword,
-    SignalsKeywordStatus, SignalsPostback, SignalsPostbackStatus, XWebEventTag, XWebEventTagStatus,
+    SignalsConversionEvent, SignalsConversionEventStatus, SignalsKeywordStatus, SignalsPostback,
+    SignalsPostbackStatus, XWebEventTag, XWebEventTagStatus,
 };
+
+/// The resync of kinds whose upstream cannot be read back (the Hub's tracking switch, a
+/// campaign's conversion): each resync is a write, so once an hour is enough.
+pub const WRITE_ONLY_RESYNC: Duration = Duration::from_secs(3600);
 
 /// The least drift-check interval an annotation can ask for (SPEC 7.1).
 pub const RESYNC_FLOOR: Duration = Duration::from_secs(10);
@@ -131,9 +136,32 @@ impl Managed for CtwaTracking {
     fn status(&self) -> Option<&CtwaTrackingStatus> {
         self.status.as_ref()
     }
-    /// The Hub has no read endpoint, so each resync is a write: once an hour is enough.
     fn default_resync(_global: Duration) -> Duration {
-        Duration::from_secs(3600)
+        WRITE_ONLY_RESYNC
+    }
+}
+
+impl Managed for SignalsConversionEvent {
+    type Status = SignalsConversionEventStatus;
+    fn secret_name(&self) -> &str {
+        &self.spec.secret_ref.name
+    }
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+    fn status(&self) -> Option<&SignalsConversionEventStatus> {
+        self.status.as_ref()
+    }
+    /// Follows its keyword (keywordRef).
+    fn references(&self) -> Vec<Reference> {
+        self.spec
+            .keyword_ref
+            .iter()
+            .map(|r| Reference::Keyword(r.name.clone()))
+            .collect()
+    }
+    fn default_resync(_global: Duration) -> Duration {
+        WRITE_ONLY_RESYNC
     }
 }
 
@@ -199,6 +227,7 @@ macro_rules! kind_status {
 
 kind_status!(
     CtwaTrackingStatus,
+    SignalsConversionEventStatus,
     SignalsKeywordStatus,
     SignalsPostbackStatus,
     XWebEventTagStatus
@@ -247,7 +276,7 @@ mod tests {
         assert_eq!(kw.resync_interval(global).0, global);
         assert_eq!(
             CtwaTracking::default_resync(global),
-            Duration::from_secs(3600)
+            WRITE_ONLY_RESYNC
         );
         assert!(!kw.is_paused());
     }

@@ -70,7 +70,7 @@ where
 }
 
 /// A trigger that reconciles the objects referencing an `R` whenever `R` changes in a way
-/// `significant` notices (every change when it hashes the whole object).
+/// `significant` notices.
 pub fn follow<K, R>(
     api: Api<R>,
     significant: fn(&R) -> Option<u64>,
@@ -97,12 +97,4 @@ where
             .flat_map(move |changed| futures::stream::iter(referencing(&store, &changed, refers)))
             .boxed()
     })
-}
-
-/// A `significant` for [`follow`] that notices every change of the resourceVersion.
-pub fn any_change<R: Resource>(r: &R) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    r.meta().resource_version.hash(&mut h);
-    Some(h.finish())
 }

@@ -196,6 +196,26 @@ fn signals_time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
+/// A campaign's conversion, as `POST converted_events` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConvertedEvent {
+    pub campaign_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_value: Option<String>,
+}
+
+/// One entry of `GET event_types`: `{"name", "value"}`, where `value` is the event type.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EventType {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub value: String,
+}
+
 #[derive(Deserialize)]
 struct PostbackBody {
     #[serde(default)]
@@ -419,6 +439,33 @@ impl SignalsClient {
             .call(OP, reqwest::Method::POST, endpoint, &[], Some(body))
             .await?;
         Ok(())
+    }
+
+    /// `POST /converted_events` `{"campaign_id","type","type_id"?,"type_value"?}`: sets the
+    /// event that counts as the campaign's conversion (replacing the one set before).
+    pub async fn set_converted_event(&self, event: &ConvertedEvent) -> Result<(), UpstreamError> {
+        const OP: &str = "set_converted_event";
+        let url = self.url(OP, &["converted_events"])?;
+        let body = serde_json::to_value(event).expect("a ConvertedEvent serialises");
+        let _: SuccessBody = self
+            .call(OP, reqwest::Method::POST, url, &[], Some(body))
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /event_types` → the event types the app offers. The vendor lists `date_from` and
+    /// `date_to` as required here too (as on the events list), so the last day is sent: an
+    /// API that ignores them loses nothing, one that needs them answers.
+    pub async fn list_event_types(&self) -> Result<Vec<EventType>, UpstreamError> {
+        const OP: &str = "list_event_types";
+        let url = self.url(OP, &["event_types"])?;
+        let now = jiff::Timestamp::now();
+        let day_ago = now - jiff::SignedDuration::from_hours(24);
+        let query = [
+            ("date_from", signals_time(day_ago)),
+            ("date_to", signals_time(now)),
+        ];
+        self.call(OP, reqwest::Method::GET, url, &query, None).await
     }
 
     /// `GET /events?date_from&date_to&ad_id&event_type&event_type_id&limit&offset`
