@@ -13,7 +13,7 @@ use ctwa_operator::upstream::hub_auth::{DialogAuth, HubTokenProvider};
 use ctwa_operator::upstream::oauth;
 use ctwa_operator::upstream::secret::{DialogCredentials, SecretString, XCredentials};
 use ctwa_operator::upstream::signals::{
-    EventQuery, KeywordFilter, KeywordStatus, PostbackTarget, SignalsClient,
+    ConvertedEvent, EventQuery, KeywordFilter, KeywordStatus, PostbackTarget, SignalsClient,
 };
 use ctwa_operator::upstream::x_ads::{Conversion, Identifier, TagParams, TagUpdate, XAdsClient};
 use fake_upstreams::{FakeUpstreams, FaultRule, PostbackKind, XRateLimits};
@@ -413,6 +413,58 @@ async fn filtered_event_lists_match_a_scan() {
         let first = env.signals().list_events(&query, 0, 10).await.unwrap();
         assert_eq!(first.total_count, scan(ty, ad).len() as u64);
     }
+}
+
+#[tokio::test]
+async fn campaign_conversion_is_set_and_event_types_are_listed() {
+    let env = env().await;
+    let s = env.signals();
+    let types: Vec<String> = s
+        .list_event_types()
+        .await
+        .expect("event types")
+        .into_iter()
+        .map(|t| t.value)
+        .collect();
+    assert_eq!(types, fake_upstreams::SIGNALS_EVENT_TYPES);
+
+    let conversion = ConvertedEvent {
+        campaign_id: "camp1".into(),
+        event_type: "button".into(),
+        type_id: Some("63c14b9487dd821c0be8a0b6".into()),
+        type_value: Some("product ordered".into()),
+    };
+    s.set_converted_event(&conversion).await.expect("set");
+    let set = env.fake.converted_events();
+    assert_eq!(set.len(), 1);
+    assert_eq!(
+        (
+            set[0].campaign_id.as_str(),
+            set[0].event_type.as_str(),
+            set[0].type_id.as_deref(),
+            set[0].type_value.as_deref()
+        ),
+        (
+            "camp1",
+            "button",
+            Some("63c14b9487dd821c0be8a0b6"),
+            Some("product ordered")
+        )
+    );
+
+    // Optional fields are left out, not sent as null; a type the app lacks is a terminal 422.
+    let bare = ConvertedEvent {
+        event_type: "engagement".into(),
+        type_id: None,
+        type_value: None,
+        ..conversion
+    };
+    s.set_converted_event(&bare).await.expect("set without ids");
+    assert_eq!(env.fake.converted_events()[0].type_id, None);
+    env.fake.set_signals_event_types("c1", "a1", &["button"]);
+    let err = s.set_converted_event(&bare).await.unwrap_err();
+    assert_eq!(err.status(), Some(422));
+    assert!(terminal_message(&err).contains("button"), "{err}");
 }
 
 #[tokio::test]

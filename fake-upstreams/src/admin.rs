@@ -26,6 +26,10 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/token-ttl", post(token_ttl))
         .route("/signals-clock", post(signals_clock))
         .route("/signals-max-page", post(signals_max_page))
+        .route(
+            "/signals-event-types/{client}/{app}",
+            post(signals_event_types),
+        )
 }
 
 async fn requests(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -85,6 +89,7 @@ async fn state(State(s): State<Arc<Shared>>) -> Json<Value> {
         "x_accounts": inner.x_accounts,
         "events": inner.events.iter().map(|((c, a), es)| json!({"client": c, "app": a, "count": es.len()})).collect::<Vec<_>>(),
         "conversions": inner.conversions.len(),
+        "converted_events": inner.converted_events.values().collect::<Vec<_>>(),
     }))
 }
 
@@ -122,5 +127,14 @@ struct MaxPage {
 
 async fn signals_max_page(State(s): State<Arc<Shared>>, Json(m): Json<MaxPage>) -> StatusCode {
     s.lock().signals_max_page = m.max;
+    StatusCode::NO_CONTENT
+}
+
+async fn signals_event_types(
+    State(s): State<Arc<Shared>>,
+    Path((client, app)): Path<(String, String)>,
+    Json(values): Json<Vec<String>>,
+) -> StatusCode {
+    s.lock().signals_event_types.insert((client, app), values);
     StatusCode::NO_CONTENT
 }

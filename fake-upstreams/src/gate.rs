@@ -41,6 +41,8 @@ pub fn classify(method: &Method, path: &str) -> (&'static str, &'static str) {
                 ("GET", ["ads", .., "signal"]) => "signals.get_postback",
                 ("POST", ["ads", .., "signal"]) => "signals.set_postback",
                 ("GET", ["events"]) => "signals.list_events",
+                ("POST", ["converted_events"]) => "signals.set_converted_event",
+                ("GET", ["event_types"]) => "signals.list_event_types",
                 _ => "signals.unknown",
             };
             ("signals", op)

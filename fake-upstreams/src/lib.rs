@@ -6,7 +6,7 @@
 //! | API | base URL | notes |
 //! |---|---|---|
 //! | Hub | `http://HOST/hub` | `POST /token`, `POST /partners/{p}/clients/{c}/channels/{ch}/enable_ctwa\|disable_ctwa` |
-//! | Signals | `http://HOST/signals` | `/v1/clients/{client}/apps/{app}/keywords…`, postback URLs, `/events` |
+//! | Signals | `http://HOST/signals` | `/v1/clients/{client}/apps/{app}/keywords…`, postback URLs, `/events`, `/converted_events`, `/event_types` |
 //! | X Ads | `http://HOST/x/12` | `/accounts/{account}/web_event_tags…`, `/measurement/conversions/{pixel}` |
 //! | admin | `http://HOST/_admin` | see below |
 //!
@@ -16,6 +16,10 @@
 //! granted the account (else 403), and stays within a per-account budget (429 with
 //! `x-rate-limit-*` headers, which every X response carries). Page limits and the Conversion
 //! API's validation messages are those of SPEC 6.3.
+//!
+//! A campaign's conversion (`POST converted_events`) makes every event seeded afterwards that
+//! it counts appear a second time, as `converted` with id `<id>-converted`; events seeded
+//! before it are left alone, as the real API counts conversions as they happen.
 //!
 //! Events are stored as seeded, so tests can seed malformed ones. Their `date` is parsed as
 //! RFC 3339 or as `YYYY-MM-DDTHH:MM:SS[.fff]` in UTC; an event whose date does not parse sorts
@@ -42,7 +46,8 @@
 //! `POST /_admin/events/{client}/{app}` (an array of events), `GET /_admin/state`,
 //! `POST /_admin/x-rate-limit` ([`XRateLimits`]), `POST /_admin/token-ttl` (`{"seconds":N}`),
 //! `POST /_admin/signals-clock` (`{"offset_seconds":N}`), `POST /_admin/signals-max-page`
-//! (`{"max":N}` or `{"max":null}`).
+//! (`{"max":N}` or `{"max":null}`), `POST /_admin/signals-event-types/{client}/{app}` (an
+//! array of event type values).
 //! The same is available in-process through the methods of [`FakeUpstreams`].
 #![forbid(unsafe_code)]
 // Handlers return the error response itself as `Err`, the usual axum idiom; boxing every
@@ -70,9 +75,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 pub use faults::{Canned, FaultRule};
+pub use signals::EVENT_TYPES as SIGNALS_EVENT_TYPES;
 pub use state::{
-    CredentialLoad, Keyword, PostbackKind, ReceivedConversion, RequestRecord, Tag, XCredentials,
-    XRateLimits,
+    ConvertedEvent, CredentialLoad, Keyword, PostbackKind, ReceivedConversion, RequestRecord, Tag,
+    XCredentials, XRateLimits,
 };
 
 use state::Inner;
@@ -325,6 +331,28 @@ impl FakeUpstreams {
     /// answer still echoes the `limit` asked and the full `total_count`; None lifts the cap.
     pub fn set_signals_max_page(&self, n: Option<usize>) {
         self.shared.lock().signals_max_page = n;
+    }
+
+    /// Restricts the values an app's `event_types` answers (and so the `type`s its
+    /// `converted_events` accepts) to `values`, in that order; the default is all nine
+    /// documented types ([`SIGNALS_EVENT_TYPES`]). Names are derived (`list_reply` →
+    /// `List reply`).
+    pub fn set_signals_event_types(&self, client: &str, app: &str, values: &[&str]) {
+        self.shared.lock().signals_event_types.insert(
+            (client.into(), app.into()),
+            values.iter().map(|v| v.to_string()).collect(),
+        );
+    }
+
+    /// Every campaign conversion set with `POST .../converted_events`, ordered by client, app
+    /// and campaign id (the latest POST of each campaign).
+    pub fn converted_events(&self) -> Vec<ConvertedEvent> {
+        self.shared
+            .lock()
+            .converted_events
+            .values()
+            .cloned()
+            .collect()
     }
 
     // --- X Ads ---

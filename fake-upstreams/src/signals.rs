@@ -1,10 +1,12 @@
-//! The 360dialog Signals API: keywords, instant-postback URLs and the events list.
+//! The 360dialog Signals API: keywords, instant-postback URLs, the events list, campaign
+//! conversions (`converted_events`) and the event types.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::state::{Inner, Keyword, PostbackKind};
+use crate::state::{ConvertedEvent, Inner, Keyword, PostbackKind};
 use crate::{Shared, error_body};
 
 type Params = HashMap<String, String>;
@@ -45,7 +47,26 @@ pub fn routes() -> Router<Arc<Shared>> {
             get(get_session_postback).post(set_session_postback),
         )
         .route(&format!("{app}/events"), get(list_events))
+        .route(
+            &format!("{app}/converted_events"),
+            post(set_converted_event),
+        )
+        .route(&format!("{app}/event_types"), get(list_event_types))
 }
+
+/// The documented event types, in the documented order: an app's `event_types` answer unless
+/// restricted ([`crate::FakeUpstreams::set_signals_event_types`]).
+pub const EVENT_TYPES: [&str; 9] = [
+    "button",
+    "button_reply",
+    "conversation",
+    "converted",
+    "engagement",
+    "keyword",
+    "link",
+    "list",
+    "list_reply",
+];
 
 /// An event as seeded, with the sort key derived from its `date` and `id`, and the fields the
 /// list filters on, so that a page is answered from an index (the bridge benchmarks page
@@ -100,20 +121,69 @@ impl EventLog {
     }
 }
 
+/// A string field, or a number's text; None for anything else (absent, null, an object).
+fn text_of<'a>(value: &'a Value, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    match &value[name] {
+        Value::String(s) => Some(s.as_str().into()),
+        Value::Number(n) => Some(n.to_string().into()),
+        _ => None,
+    }
+}
+
+/// The `converted` copy of a seeded event, when it is what its campaign's conversion counts:
+/// same campaign, same type and, when the conversion names one, same `type_id`. The copy is
+/// the event with `"type": "converted"` and `"id": "<id>-converted"`, every other field as is.
+/// A `converted` event is never copied again.
+fn converted_copy(conversions: &HashMap<&str, &ConvertedEvent>, event: &Value) -> Option<Value> {
+    let campaign = text_of(event, "campaign_id")?;
+    let conversion = conversions.get(campaign.as_ref())?;
+    let event_type = text_of(event, "type")?;
+    if event_type == "converted" || event_type != conversion.event_type {
+        return None;
+    }
+    if let Some(want) = &conversion.type_id
+        && text_of(event, "type_id").as_deref() != Some(want.as_str())
+    {
+        return None;
+    }
+    let mut copy = event.clone();
+    let id = format!("{}-converted", scalar(event, "id"));
+    let fields = copy.as_object_mut()?;
+    fields.insert("type".into(), Value::String("converted".into()));
+    fields.insert("id".into(), Value::String(id));
+    Some(copy)
+}
+
+/// Adds events to an app's log. An event that its campaign's conversion (as set so far)
+/// counts is followed by its `converted` copy ([`converted_copy`]), so that the copy is sorted
+/// and indexed like any event; events seeded before a conversion was set stay as they are.
 pub(crate) fn seed_events(inner: &mut Inner, client: &str, app: &str, events: Vec<Value>) {
+    let conversions: HashMap<&str, &ConvertedEvent> = inner
+        .converted_events
+        .range((client.to_string(), app.to_string(), String::new())..)
+        .take_while(|((c, a, _), _)| c == client && a == app)
+        .map(|((_, _, campaign), conversion)| (campaign.as_str(), conversion))
+        .collect();
     let log = inner.events.entry((client.into(), app.into())).or_default();
     let before = log.events.len();
     for value in events {
-        let raw_date = value["date"].as_str().unwrap_or("").to_string();
-        log.events.push(StoredEvent {
-            at: parse_date(&raw_date),
-            raw_date,
-            id: scalar(&value, "id"),
-            ad_id: scalar(&value, "ad_id"),
-            event_type: scalar(&value, "type"),
-            type_id: scalar(&value, "type_id"),
-            json: value.to_string(),
-        });
+        let copy = if conversions.is_empty() {
+            None
+        } else {
+            converted_copy(&conversions, &value)
+        };
+        for value in std::iter::once(value).chain(copy) {
+            let raw_date = value["date"].as_str().unwrap_or("").to_string();
+            log.events.push(StoredEvent {
+                at: parse_date(&raw_date),
+                raw_date,
+                id: scalar(&value, "id"),
+                ad_id: scalar(&value, "ad_id"),
+                event_type: scalar(&value, "type"),
+                type_id: scalar(&value, "type_id"),
+                json: value.to_string(),
+            });
+        }
     }
     // Appending events that sort after the existing ones needs no re-sort or re-index.
     let sorted = log.events[before.saturating_sub(1)..]
@@ -626,4 +696,149 @@ async fn list_events(
         r#"],"total_count":{total},"offset":{offset},"limit":{limit}}}"#
     ));
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A FastAPI validation error: 422 `{"detail": [...]}`.
+fn invalid(detail: Vec<Value>) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "detail": detail })),
+    )
+        .into_response()
+}
+
+/// FastAPI's entry for a required field that is absent (`place`: `body` or `query`).
+fn missing(place: &str, field: &str) -> Value {
+    json!({"loc": [place, field], "msg": "field required", "type": "value_error.missing"})
+}
+
+/// A required query parameter that must be a filter bound (see [`date_param`]).
+fn required_date(params: &Params, name: &str) -> Result<(jiff::Timestamp, String), Response> {
+    date_param(params, name)?.ok_or_else(|| invalid(vec![missing("query", name)]))
+}
+
+/// The values an app's `event_types` answers, in order.
+fn event_types_of(inner: &Inner, client: &str, app: &str) -> Vec<String> {
+    match inner
+        .signals_event_types
+        .get(&(client.to_string(), app.to_string()))
+    {
+        Some(values) => values.clone(),
+        None => EVENT_TYPES.iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+/// The human name of an event type: `button_reply` → `Button reply`.
+fn type_name(value: &str) -> String {
+    let text = value.replace('_', " ");
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+/// The body of `POST converted_events`, validated as the real API's pydantic model would:
+/// every problem is listed; `type` must be one of the app's event types.
+fn conversion_body(
+    body: &[u8],
+    allowed: &[String],
+) -> Result<(String, String, Option<String>, Option<String>), Response> {
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            invalid(vec![json!({"loc": ["body", e.column()], "msg": e.to_string(), "type": "value_error.jsondecode"})])
+        })?
+    };
+    let Value::Object(fields) = value else {
+        return Err(invalid(vec![
+            json!({"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}),
+        ]));
+    };
+    let mut errors = Vec::new();
+    let mut text = |name: &str, required: bool| -> Option<String> {
+        match fields.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            None if required => {
+                errors.push(missing("body", name));
+                None
+            }
+            Some(Value::Null) if required => {
+                errors.push(json!({"loc": ["body", name], "msg": "none is not an allowed value", "type": "type_error.none.not_allowed"}));
+                None
+            }
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                errors.push(json!({"loc": ["body", name], "msg": "str type expected", "type": "type_error.str"}));
+                None
+            }
+        }
+    };
+    let campaign_id = text("campaign_id", true);
+    let event_type = text("type", true);
+    let type_id = text("type_id", false);
+    let type_value = text("type_value", false);
+    if campaign_id.as_deref() == Some("") {
+        errors.push(json!({"loc": ["body", "campaign_id"], "msg": "ensure this value has at least 1 characters", "type": "value_error.any_str.min_length"}));
+    }
+    if let Some(t) = &event_type
+        && !allowed.contains(t)
+    {
+        let permitted: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
+        errors.push(json!({
+            "loc": ["body", "type"],
+            "msg": format!("value is not a valid enumeration member; permitted: {}", permitted.join(", ")),
+            "type": "type_error.enum",
+        }));
+    }
+    match (campaign_id, event_type) {
+        (Some(c), Some(t)) if errors.is_empty() => Ok((c, t, type_id, type_value)),
+        _ => Err(invalid(errors)),
+    }
+}
+
+/// Sets (replaces) a campaign's conversion; events seeded from now on that it counts get
+/// their `converted` copy (see [`seed_events`]).
+async fn set_converted_event(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let mut inner = shared.lock();
+    let allowed = event_types_of(&inner, &client, &app);
+    let (campaign_id, event_type, type_id, type_value) = match conversion_body(&body, &allowed) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    inner.converted_events.insert(
+        (client.clone(), app.clone(), campaign_id.clone()),
+        ConvertedEvent {
+            client,
+            app,
+            campaign_id,
+            event_type,
+            type_id,
+            type_value,
+        },
+    );
+    Json(json!({"success": true})).into_response()
+}
+
+/// The app's event types. The docs mark `date_from` and `date_to` as required (the list looks
+/// copied from the events list); the fake holds clients to it.
+async fn list_event_types(
+    State(shared): State<Arc<Shared>>,
+    Path((client, app)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Response {
+    if let Err(r) = required_date(&params, "date_from").and(required_date(&params, "date_to")) {
+        return r;
+    }
+    let values = event_types_of(&shared.lock(), &client, &app);
+    let types: Vec<Value> = values
+        .iter()
+        .map(|v| json!({"name": type_name(v), "value": v}))
+        .collect();
+    Json(types).into_response()
 }

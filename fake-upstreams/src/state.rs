@@ -19,6 +19,20 @@ pub struct Keyword {
     pub status: String,
 }
 
+/// A campaign's conversion as set with Signals' `POST .../converted_events`: which event
+/// counts as the campaign's `converted` event. One per (client, app, campaign_id); a new POST
+/// replaces it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConvertedEvent {
+    pub client: String,
+    pub app: String,
+    pub campaign_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub type_id: Option<String>,
+    pub type_value: Option<String>,
+}
+
 /// An X web event tag as the API returns it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Tag {
@@ -149,6 +163,10 @@ pub(crate) struct Inner {
     pub postbacks: BTreeMap<(String, String, String, PostbackKind), String>,
     /// (client, app) → events sorted by (date, id).
     pub events: HashMap<(String, String), crate::signals::EventLog>,
+    /// (client, app, campaign_id) → the campaign's conversion.
+    pub converted_events: BTreeMap<(String, String, String), ConvertedEvent>,
+    /// (client, app) → the values `event_types` answers; absent: all nine documented ones.
+    pub signals_event_types: HashMap<(String, String), Vec<String>>,
     pub x_credentials: Vec<(XCredentials, HashSet<String>)>,
     /// account → pixel id.
     pub x_accounts: BTreeMap<String, String>,
