@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Generates the Argo CD resource health checks of the five ctwa.dev kinds from one template
+# Generates the Argo CD resource health checks of the six ctwa.dev kinds from one template
 # (below): docs/health/argocd/ctwa.dev_<Kind>.lua, one script per kind as Argo CD wants it,
 # and docs/health/argocd-cm.yaml, the same scripts as `resource.customizations.health.*` keys.
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KINDS=(CtwaTracking SignalsKeyword SignalsPostback XWebEventTag ConversionBridge)
+KINDS=(CtwaTracking SignalsKeyword SignalsPostback SignalsConversionEvent XWebEventTag ConversionBridge)
 GROUP=ctwa.dev
 
 mode=write

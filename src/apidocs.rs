@@ -88,15 +88,18 @@ fn preamble(out: &mut String, crds: &[Value]) {
          right after it creates one. An upstream object already managed by another object is \
          not adopted (reason `AlreadyManaged`). |\n\
          | `ctwa.dev/paused: \"true\"` | CtwaTracking, SignalsKeyword, SignalsPostback, \
-         XWebEventTag | No upstream calls for this object; `Ready` keeps its last value and one \
-         `ReconcilePaused` Event is emitted. A deletion with `deletionPolicy: Delete` waits \
-         until the object is unpaused or set to `Orphan`. (A ConversionBridge has \
-         `spec.suspend` instead.) |\n\
+         SignalsConversionEvent, XWebEventTag | No upstream calls for this object; `Ready` \
+         keeps its last value and one `ReconcilePaused` Event is emitted. A deletion with \
+         `deletionPolicy: Delete` waits until the object is unpaused or set to `Orphan` \
+         (a SignalsConversionEvent's never waits: its deletion calls nothing upstream). (A \
+         ConversionBridge has `spec.suspend` instead.) |\n\
          | `ctwa.dev/resync-interval` | CtwaTracking, SignalsKeyword, SignalsPostback, \
-         XWebEventTag | How often upstream is re-read to repair drift for this object (`90s`, \
-         `10m`, `1h`), instead of `--resync-interval`. At least `10s`: a shorter value is \
-         raised to `10s`, and a value that is not a duration gives the default; either gives \
-         one `InvalidAnnotation` Warning Event. |\n\n\
+         SignalsConversionEvent, XWebEventTag | How often upstream is re-read to repair drift \
+         for this object (`90s`, `10m`, `1h`), instead of `--resync-interval`; CtwaTracking \
+         and SignalsConversionEvent, whose upstream cannot be read, are written again instead \
+         (default `1h`). At least `10s`: a shorter value is raised to `10s`, and a value that \
+         is not a duration gives the default; either gives one `InvalidAnnotation` Warning \
+         Event. |\n\n\
          ## Conditions\n\n\
          Every kind reports the kstatus-compatible conditions `Ready`, `Reconciling` and `Stalled` \
          in `status.conditions` (a ConversionBridge adds `SourceHealthy` and `DestinationHealthy`). \

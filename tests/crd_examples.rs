@@ -2,8 +2,8 @@
 //! schema defaults filled in.
 
 use ctwa_operator::api::{
-    ConversionBridge, CtwaTracking, DeletionPolicy, ManagementPolicy, SignalsEventType,
-    SignalsKeyword, SignalsPostback, XWebEventTag,
+    ConversionBridge, ConversionEventType, CtwaTracking, DeletionPolicy, ManagementPolicy,
+    SignalsConversionEvent, SignalsEventType, SignalsKeyword, SignalsPostback, XWebEventTag,
 };
 use ctwa_testenv::{TestNamespace, apply, client, read_yaml_documents, repo_root};
 use kube::api::DynamicObject;
@@ -24,7 +24,7 @@ async fn examples_are_accepted_and_read_back_with_defaults() {
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 7, "one manifest per kind plus two Secrets");
+    assert!(files.len() >= 8, "one manifest per kind plus two Secrets");
 
     let mut kinds = Vec::new();
     for file in &files {
@@ -53,6 +53,15 @@ async fn examples_are_accepted_and_read_back_with_defaults() {
                     assert_eq!(stored.data["spec"]["managementPolicy"], "Manage");
                     assert_eq!(o.spec.deletion_policy, DeletionPolicy::Delete);
                 }
+                "SignalsConversionEvent" => {
+                    let o: SignalsConversionEvent = typed(&stored);
+                    assert_eq!(o.spec.event_type, ConversionEventType::Keyword);
+                    assert!(
+                        o.spec.keyword_ref.is_some(),
+                        "the example follows its keyword"
+                    );
+                    assert_eq!(o.spec.deletion_policy, DeletionPolicy::Delete);
+                }
                 "XWebEventTag" => {
                     let o: XWebEventTag = typed(&stored);
                     assert_eq!(stored.data["spec"]["managementPolicy"], "Manage");
@@ -60,12 +69,10 @@ async fn examples_are_accepted_and_read_back_with_defaults() {
                 }
                 "ConversionBridge" => {
                     let o: ConversionBridge = typed(&stored);
-                    assert!(
-                        o.spec
-                            .source
-                            .signals
-                            .event_types
-                            .contains(&SignalsEventType::Converted)
+                    assert_eq!(
+                        o.spec.source.signals.event_types,
+                        [SignalsEventType::Converted],
+                        "the example forwards what the SignalsConversionEvent makes"
                     );
                     assert_eq!(o.spec.batching.max_batch_size, 500);
                 }
@@ -79,6 +86,7 @@ async fn examples_are_accepted_and_read_back_with_defaults() {
         "CtwaTracking",
         "SignalsKeyword",
         "SignalsPostback",
+        "SignalsConversionEvent",
         "XWebEventTag",
         "ConversionBridge",
     ] {
@@ -153,5 +161,17 @@ async fn minimal_manifests_get_every_default() {
         .expect("minimal tag accepted");
     assert_eq!(stored.data["spec"]["retargetingEnabled"], false);
     assert_eq!(stored.data["spec"]["managementPolicy"], "Manage");
+
+    let conversion = serde_json::json!({
+        "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsConversionEvent",
+        "metadata": {"name": "minimal"},
+        "spec": {"clientId": "c", "appId": "a", "campaignId": "cmp", "type": "conversation",
+                 "secretRef": {"name": "s"}}
+    });
+    let stored = apply(&client, &ns.name, &conversion)
+        .await
+        .expect("minimal conversion event accepted");
+    assert_eq!(stored.data["spec"]["deletionPolicy"], "Delete");
+    assert!(stored.data["spec"].get("managementPolicy").is_none());
     ns.delete().await;
 }

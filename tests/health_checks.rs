@@ -7,10 +7,11 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "CtwaTracking",
     "SignalsKeyword",
     "SignalsPostback",
+    "SignalsConversionEvent",
     "XWebEventTag",
     "ConversionBridge",
 ];
@@ -419,6 +420,66 @@ fn conversion_bridge_states() {
     for (obj, (status, message)) in cases {
         assert_eq!(
             health("ConversionBridge", &obj),
+            (status.to_string(), message.to_string()),
+            "{obj:#}"
+        );
+    }
+}
+
+/// A SignalsConversionEvent status with what it last sent (`status.applied`).
+fn conversion_event(conditions: Value) -> Value {
+    object(
+        "SignalsConversionEvent",
+        2,
+        json!({
+            "observedGeneration": 2,
+            "conditions": conditions,
+            "lastSyncTime": "2026-11-01T10:00:00Z",
+            "applied": {"type": "keyword", "typeId": "kw-4711"},
+        }),
+    )
+}
+
+#[test]
+fn signals_conversion_event_states() {
+    let unknown_type = "type \"keyword\" is not an event type of Signals app \"demo-app\"; \
+                        it offers: button, conversation, converted";
+    let owned = "the same upstream object is managed by demo/first; this object never writes \
+                 or deletes it, and takes over when demo/first goes";
+    let waiting = "SignalsKeyword \"order-confirmed\" is not Ready";
+    let cases = [
+        (
+            conversion_event(conditions(
+                Is::Ready,
+                "Available",
+                "the campaign's conversion is set",
+            )),
+            ("Healthy", "the campaign's conversion is set"),
+        ),
+        // A type the app does not offer: nothing changes until the spec does.
+        (
+            conversion_event(conditions(Is::Stalled, "UpstreamRejected", unknown_type)),
+            ("Degraded", unknown_type),
+        ),
+        // Another object sets this campaign's conversion: this one waits, touching nothing.
+        (
+            conversion_event(conditions(Is::NotReady, "AlreadyManaged", owned)),
+            ("Progressing", owned),
+        ),
+        // keywordRef to a keyword that is not Ready yet.
+        (
+            object(
+                "SignalsConversionEvent",
+                1,
+                json!({"observedGeneration": 1,
+                       "conditions": conditions(Is::NotReady, "DependencyNotReady", waiting)}),
+            ),
+            ("Progressing", waiting),
+        ),
+    ];
+    for (obj, (status, message)) in cases {
+        assert_eq!(
+            health("SignalsConversionEvent", &obj),
             (status.to_string(), message.to_string()),
             "{obj:#}"
         );

@@ -1,4 +1,4 @@
-//! What a user sees with kubectl: `kubectl get ctwa -A` lists all five kinds with their
+//! What a user sees with kubectl: `kubectl get ctwa -A` lists all six kinds with their
 //! printer columns, and `kubectl explain` documents the fields.
 
 use ctwa_testenv::{TestNamespace, apply, client, kubectl, read_yaml_documents, repo_root};
@@ -39,6 +39,10 @@ async fn get_ctwa_lists_every_kind_with_printer_columns() {
         ("ctwatracking.ctwa.dev", "main-number"),
         ("signalskeyword.ctwa.dev", "order-confirmed"),
         ("signalspostback.ctwa.dev", "order-confirmed-postback"),
+        (
+            "signalsconversionevent.ctwa.dev",
+            "order-confirmed-conversion",
+        ),
         ("xwebeventtag.ctwa.dev", "purchase"),
         ("conversionbridge.ctwa.dev", "ctwa-to-x"),
     ] {
@@ -53,6 +57,7 @@ async fn get_ctwa_lists_every_kind_with_printer_columns() {
         "READY   REASON   CHANNEL   ENABLED   AGE",
         "READY   REASON      KEYWORD-ID   AGE",
         "READY   REASON   EVENT     AD",
+        "READY   REASON   CAMPAIGN   TYPE   AGE",
         "READY   REASON   TAG-ID   TYPE       AGE",
         "READY   FORWARDED   REJECTED   LAG   AGE",
     ] {
@@ -77,7 +82,7 @@ async fn get_ctwa_lists_every_kind_with_printer_columns() {
     );
 
     // Short names work too.
-    for short in ["ctt", "skw", "spb", "xwet", "cbr"] {
+    for short in ["ctt", "skw", "spb", "sce", "xwet", "cbr"] {
         let out = kubectl(&["get", short, "-n", &ns.name, "-o", "name"]);
         assert_eq!(out.lines().count(), 1, "kubectl get {short}: {out}");
     }
@@ -96,4 +101,8 @@ async fn explain_documents_the_fields() {
     assert!(out.contains("reads again"), "{out}");
     let out = kubectl(&["explain", "signalspostbacks.status.urlSha256"]);
     assert!(out.contains("SHA-256"), "{out}");
+    // kubectl wraps descriptions: compare with the line breaks taken out.
+    let out = kubectl(&["explain", "signalsconversionevents.spec.deletionPolicy"]);
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("conversion is left as it is"), "{out}");
 }
