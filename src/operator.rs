@@ -19,8 +19,8 @@ use crate::bridge::supervisor::Supervisor;
 use crate::leadership::{LeaderDirectory, Leadership};
 use crate::managed::controller;
 use crate::managed::kinds::ctwa_tracking::CtwaTrackingAdapter;
-use crate::managed::kinds::signals_keyword::SignalsKeywordAdapter;
 use crate::managed::kinds::signals_conversion_event::SignalsConversionEventAdapter;
+use crate::managed::kinds::signals_keyword::SignalsKeywordAdapter;
 use crate::managed::kinds::signals_postback::SignalsPostbackAdapter;
 use crate::managed::kinds::x_web_event_tag::XWebEventTagAdapter;
 use crate::managed::ownership::Peers;
@@ -264,7 +264,8 @@ async fn lead(
                     scope.api::<SignalsKeyword>(),
                     keyword_identity,
                     |c: &SignalsConversionEvent, name| {
-                        c.references().contains(&Reference::Keyword(name.to_string()))
+                        c.references()
+                            .contains(&Reference::Keyword(name.to_string()))
                     },
                 )],
                 conversion_peers.clone(),

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     CommonStatus, CtwaTracking, CtwaTrackingStatus, DeletionPolicy, EXTERNAL_ID_ANNOTATION,
-    ManagementPolicy, PAUSED_ANNOTATION, PostbackEvent, RESYNC_INTERVAL_ANNOTATION, SignalsKeyword,
-    SignalsConversionEvent, SignalsConversionEventStatus, SignalsKeywordStatus, SignalsPostback,
-    SignalsPostbackStatus, XWebEventTag, XWebEventTagStatus,
+    ManagementPolicy, PAUSED_ANNOTATION, PostbackEvent, RESYNC_INTERVAL_ANNOTATION,
+    SignalsConversionEvent, SignalsConversionEventStatus, SignalsKeyword, SignalsKeywordStatus,
+    SignalsPostback, SignalsPostbackStatus, XWebEventTag, XWebEventTagStatus,
 };
 
 /// The resync of kinds whose upstream cannot be read back (the Hub's tracking switch, a
@@ -274,10 +274,7 @@ mod tests {
         assert!(problem.unwrap().contains("not a duration like 90s"));
         with(&mut kw, "0s");
         assert_eq!(kw.resync_interval(global).0, global);
-        assert_eq!(
-            CtwaTracking::default_resync(global),
-            WRITE_ONLY_RESYNC
-        );
+        assert_eq!(CtwaTracking::default_resync(global), WRITE_ONLY_RESYNC);
         assert!(!kw.is_paused());
     }
 }
