@@ -27,8 +27,15 @@ const JUST_SENT: Duration = Duration::from_secs(5);
 
 pub struct SignalsConversionEventAdapter {
     upstream: DialogUpstream,
-    /// object key → (generation, what was sent, when).
-    sent: Mutex<HashMap<String, (Option<i64>, AppliedConversion, Instant)>>,
+    /// object key → what this process sent for it last.
+    sent: Mutex<HashMap<String, Sent>>,
+}
+
+/// A conversion this process sent: for which generation, what, and when.
+struct Sent {
+    generation: Option<i64>,
+    applied: AppliedConversion,
+    at: Instant,
 }
 
 impl SignalsConversionEventAdapter {
@@ -55,10 +62,10 @@ impl SignalsConversionEventAdapter {
             return Drift::Unknown;
         }
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.retain(|_, (_, _, at)| at.elapsed() < JUST_SENT);
+        sent.retain(|_, s| s.at.elapsed() < JUST_SENT);
         let just_sent = sent
             .get(&Self::key(obj))
-            .is_some_and(|(g, applied, _)| *g == generation && applied == want);
+            .is_some_and(|s| s.generation == generation && &s.applied == want);
         if just_sent {
             Drift::None
         } else {
@@ -69,7 +76,11 @@ impl SignalsConversionEventAdapter {
     fn remember(&self, obj: &SignalsConversionEvent, applied: &AppliedConversion) {
         self.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(
             Self::key(obj),
-            (obj.metadata.generation, applied.clone(), Instant::now()),
+            Sent {
+                generation: obj.metadata.generation,
+                applied: applied.clone(),
+                at: Instant::now(),
+            },
         );
     }
 }
