@@ -2,20 +2,28 @@
 //! `make test`; `make bench` runs them and assembles BENCHMARKS.md from what they write to
 //! `target/bench/*.md`. Nothing here asserts a time.
 //!
-//! `cargo bench --bench e2e -- [convergence] [throughput] [side-by-side] [budget]`
-//! (all when none is named). `CTWA_BENCH_STEADY_SECS` shortens the steady-state window.
+//! `cargo bench --bench e2e -- [convergence] [convergence-budget] [throughput] [side-by-side]
+//! [budget] [scale]` (all when none is named). `CTWA_BENCH_STEADY_SECS` shortens the
+//! steady-state window. The scale section's size and windows come from `CTWA_SCALE_BRIDGES`
+//! (2000), `CTWA_SCALE_OBJECTS` (10000), `CTWA_SCALE_POLL_SECS` (60), `CTWA_SCALE_QUIET_SECS`
+//! (60), `CTWA_SCALE_RESTART_SECS` (30), `CTWA_SCALE_EVENTS_PER_SEC` (10) and
+//! `CTWA_SCALE_TIMEOUT_SECS` (900, for each wait).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ctwa_testenv::events::{bridge_manifest, merge};
 use ctwa_testenv::{
-    DIALOG_PASSWORD, DIALOG_USERNAME, Env, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET, X_CONSUMER_KEY,
-    X_CONSUMER_SECRET, repo_root,
+    CLIENT_ID, DIALOG_PASSWORD, DIALOG_USERNAME, Env, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET,
+    X_CONSUMER_KEY, X_CONSUMER_SECRET, repo_root,
 };
 use fake_upstreams::{FakeUpstreams, FaultRule, XRateLimits};
 use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 const LATENCY_MS: u64 = 5;
@@ -623,6 +631,851 @@ async fn budget() {
     b.delete_namespace().await;
 }
 
+// --- 7. Scale -----------------------------------------------------------------------------
+
+/// Bridges per 360dialog Secret. Each Secret has its own Signals budget (10 requests per
+/// second, 4 in flight); ten bridges polling every 60 s need 1/6 of it, and their start-up
+/// burst fits in the bucket, so the budget neither paces the bridges nor hides a herd.
+const SCALE_BRIDGES_PER_SECRET: usize = 10;
+/// SignalsKeyword objects per 360dialog Secret (one Signals app each): creating one costs two
+/// Signals requests, so 200 of them need 40 s of their Secret's 10 requests per second.
+const SCALE_KEYWORDS_PER_SECRET: usize = 200;
+/// XWebEventTag objects per X credential (one account each): 500 requests to create them,
+/// within the fake X's 2,000 requests per 15 minutes per account.
+const SCALE_TAGS_PER_X_SECRET: usize = 250;
+/// `--bridge-status-interval` of the run (the flag's default).
+const SCALE_STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// Two status writes of one bridge are compared by the times the API server stamped on the
+/// operator's `status` entry of `managedFields`, which are whole seconds: they count as too
+/// close only when this much closer than the interval.
+const WATCH_SLACK: Duration = Duration::from_secs(1);
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The size of the scale run, from `CTWA_SCALE_*` (the defaults are the issue's).
+struct ScaleSize {
+    bridges: usize,
+    keywords: usize,
+    tags: usize,
+    poll_secs: u64,
+    quiet_secs: u64,
+    restart_secs: u64,
+    events_per_sec: f64,
+    timeout: Duration,
+}
+
+impl ScaleSize {
+    fn from_env() -> Self {
+        let objects: usize = env_num("CTWA_SCALE_OBJECTS", 10_000);
+        // One in five managed objects is an XWebEventTag, the rest are SignalsKeywords.
+        let tags = objects / 5;
+        ScaleSize {
+            bridges: env_num("CTWA_SCALE_BRIDGES", 2_000),
+            keywords: objects - tags,
+            tags,
+            poll_secs: env_num("CTWA_SCALE_POLL_SECS", 60),
+            quiet_secs: env_num("CTWA_SCALE_QUIET_SECS", 60).max(1),
+            restart_secs: env_num("CTWA_SCALE_RESTART_SECS", 30).max(1),
+            events_per_sec: env_num("CTWA_SCALE_EVENTS_PER_SEC", 10.0),
+            timeout: Duration::from_secs(env_num("CTWA_SCALE_TIMEOUT_SECS", 900)),
+        }
+    }
+    fn objects(&self) -> usize {
+        self.keywords + self.tags
+    }
+    fn full(&self) -> bool {
+        self.bridges == 2_000 && self.objects() == 10_000
+    }
+}
+
+fn scale_app(i: usize) -> String {
+    format!("app-{i:04}")
+}
+
+/// What a watch on one kind in the bench's namespace saw.
+#[derive(Default)]
+struct Tracked {
+    /// Objects that are Ready=True now.
+    ready: HashSet<String>,
+    /// The resourceVersion last seen of each object.
+    versions: HashMap<String, String>,
+    /// Every change of an object already seen (its resourceVersion moved). For a
+    /// ConversionBridge, whose spec the bench writes only when creating it, every change is a
+    /// status write of the operator.
+    writes: Vec<Write>,
+    /// Times the watch had to list again: the changes in between count as one.
+    relists: usize,
+}
+
+/// One change seen by a watch.
+struct Write {
+    /// When the watch delivered it.
+    seen: SystemTime,
+    /// The API server's time of the last `status` write (`managedFields`, whole seconds).
+    server: Option<SystemTime>,
+    name: String,
+}
+
+/// The latest `time` of the object's `managedFields` entries for the `status` subresource.
+fn status_write_time(o: &Value) -> Option<SystemTime> {
+    o["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .filter(|f| f["subresource"] == "status")
+        .filter_map(|f| f["time"].as_str()?.parse::<jiff::Timestamp>().ok())
+        .max()
+        .map(SystemTime::from)
+}
+
+type Tracker = Arc<Mutex<Tracked>>;
+
+fn tracked(t: &Tracker) -> std::sync::MutexGuard<'_, Tracked> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Watches every object of `K` in the namespace of `api`.
+fn track<K>(api: Api<K>) -> (Tracker, tokio::task::JoinHandle<()>)
+where
+    K: ctwa_testenv::Kind + Send + Sync + 'static,
+{
+    let tracker = Tracker::default();
+    let t = tracker.clone();
+    let handle = tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut listed = false;
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            let mut t = tracked(&t);
+            match event {
+                watcher::Event::Init if listed => t.relists += 1,
+                watcher::Event::Init => {}
+                watcher::Event::InitDone => listed = true,
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    let name = o.name_any();
+                    let version = o.resource_version().unwrap_or_default();
+                    let o = serde_json::to_value(&o).unwrap_or_default();
+                    if ctwa_testenv::ready_true(&o) {
+                        t.ready.insert(name.clone());
+                    } else {
+                        t.ready.remove(&name);
+                    }
+                    if let Some(old) = t.versions.insert(name.clone(), version.clone())
+                        && old != version
+                    {
+                        t.writes.push(Write {
+                            seen: SystemTime::now(),
+                            server: status_write_time(&o),
+                            name,
+                        });
+                    }
+                }
+                watcher::Event::Delete(o) => {
+                    let name = o.name_any();
+                    t.ready.remove(&name);
+                    t.versions.remove(&name);
+                }
+            }
+        }
+    });
+    (tracker, handle)
+}
+
+/// How long until `n` objects are Ready, counted from `since`; None after `limit`.
+async fn until_ready(
+    trackers: &[(&Tracker, usize)],
+    since: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    loop {
+        if trackers.iter().all(|(t, n)| tracked(t).ready.len() >= *n) {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Counts per whole second of `[from, from + secs)`.
+fn per_second(
+    times: impl IntoIterator<Item = SystemTime>,
+    from: SystemTime,
+    secs: u64,
+) -> Vec<usize> {
+    let mut buckets = vec![0; secs as usize];
+    for t in times {
+        if let Ok(d) = t.duration_since(from)
+            && let Some(b) = buckets.get_mut(d.as_secs() as usize)
+        {
+            *b += 1;
+        }
+    }
+    buckets
+}
+
+/// (mean, max, max / mean) of per-second counts.
+fn spread(buckets: &[usize]) -> (f64, usize, f64) {
+    let total: usize = buckets.iter().sum();
+    let mean = total as f64 / buckets.len().max(1) as f64;
+    let max = buckets.iter().copied().max().unwrap_or(0);
+    (mean, max, if mean > 0.0 { max as f64 / mean } else { 0.0 })
+}
+
+/// Of the writes seen within `[from, to)`: the closest two of one object, by the API server's
+/// times, how many consecutive pairs came closer than `limit`, and how many writes carried no
+/// new server time (compared by the time they were seen instead).
+fn closest_writes(
+    writes: &[Write],
+    from: SystemTime,
+    to: SystemTime,
+    limit: Duration,
+) -> (Option<Duration>, usize, usize) {
+    let mut last: HashMap<&str, (SystemTime, Option<SystemTime>)> = HashMap::new();
+    let (mut closest, mut close, mut unstamped) = (None::<Duration>, 0, 0);
+    for w in writes.iter().filter(|w| w.seen >= from && w.seen < to) {
+        if let Some((seen, server)) = last.insert(&w.name, (w.seen, w.server)) {
+            let gap = match (server, w.server) {
+                (Some(a), Some(b)) if b > a => b.duration_since(a).unwrap_or_default(),
+                _ => {
+                    unstamped += 1;
+                    w.seen.duration_since(seen).unwrap_or_default()
+                }
+            };
+            closest = Some(closest.map_or(gap, |c| c.min(gap)));
+            if gap < limit {
+                close += 1;
+            }
+        }
+    }
+    (closest, close, unstamped)
+}
+
+async fn scale_secret(env: &Env, name: &str, data: Value) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data
+    }))
+    .unwrap();
+    Api::namespaced(env.client.clone(), &env.ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
+}
+
+/// Until the operator's `/readyz` answers 200 (at most a minute).
+async fn operator_ready(env: &Env) {
+    let url = format!("http://{}/readyz", env.metrics_addr);
+    for _ in 0..600 {
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGTERM, then wait for the exit (SIGKILL after a minute); how long it took.
+async fn terminate(op: &mut Child) -> Duration {
+    let started = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &op.id().to_string()])
+        .status();
+    while op.try_wait().ok().flatten().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = op.kill();
+            let _ = op.wait();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// Converted events at `per_sec` in total, round robin over the bridges' apps, dated by the
+/// Signals clock as Signals dates what it records. Never ends.
+async fn trickle(fake: &FakeUpstreams, apps: usize, per_sec: f64) {
+    if per_sec <= 0.0 || apps == 0 {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    for n in 0u64.. {
+        tick.tick().await;
+        let app = scale_app((n as usize).wrapping_mul(7_919) % apps);
+        fake.record_event_now(
+            CLIENT_ID,
+            &app,
+            json!({"id": format!("trickle-{n}"), "app_id": app, "ad_id": "ad1",
+                   "phone": format!("1555{:07}", n % 10_000_000), "type": "converted", "type_value": "order"}),
+        );
+    }
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("not within the timeout".into(), |d| {
+        format!("{:.1} s", d.as_secs_f64())
+    })
+}
+
+fn list(buckets: &[usize]) -> String {
+    buckets
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Everything the scale run measured.
+#[derive(Default)]
+struct ScaleRun {
+    bridges_applied: Duration,
+    bridges_ready: Option<Duration>,
+    objects_applied: Duration,
+    objects_ready: Option<Duration>,
+    /// Per keyword Secret, the most Signals requests in any 1 s and in flight, at most.
+    object_budget: (usize, usize),
+    object_429: usize,
+    object_ops: BTreeMap<String, usize>,
+    rss_idle: f64,
+    rss_bridges: f64,
+    /// Peak RSS while only the bridges ran.
+    peak_bridges: f64,
+    rss_objects: f64,
+    rss_quiet: f64,
+    peak: f64,
+    idle_cpu: f64,
+    quiet_polls: Vec<usize>,
+    quiet_other_signals: usize,
+    quiet_writes: Vec<usize>,
+    closest: (Option<Duration>, usize, usize),
+    shutdown_writes: usize,
+    relists: usize,
+    shutdown: Duration,
+    restart_polls: Vec<usize>,
+    restart_bridge_budget: usize,
+    restart_min_ready: usize,
+    restart_all_ready: Option<Duration>,
+    restart_writes: Vec<usize>,
+    restart_closest: (Option<Duration>, usize, usize),
+    restart_cpu: f64,
+    restart_rss: f64,
+    restart_peak: f64,
+    /// Requests per api after the restart, other than polls, conversions and Hub logins.
+    restart_ops: BTreeMap<String, usize>,
+    deleted: Option<Duration>,
+}
+
+/// 7. Many bridges and managed objects in one operator (issue 13).
+async fn scale() {
+    use ctwa_operator::api::{ConversionBridge, SignalsKeyword, XWebEventTag};
+    let size = ScaleSize::from_env();
+    let b = bench_env("bench-scale").await;
+    latency(&b.fake, LATENCY_MS);
+    let bridge_secrets = size.bridges.div_ceil(SCALE_BRIDGES_PER_SECRET);
+    let keyword_secrets = size.keywords.div_ceil(SCALE_KEYWORDS_PER_SECRET);
+    let x_secrets = size.tags.div_ceil(SCALE_TAGS_PER_X_SECRET);
+    // Every 360dialog Secret holds its own Hub user, so the fake counts its load apart.
+    let user = |kind: &str, i: usize| format!("scale-{kind}{i}");
+    for (kind, n) in [("b", bridge_secrets), ("k", keyword_secrets)] {
+        for i in 0..n {
+            b.fake.add_hub_user(&user(kind, i), DIALOG_PASSWORD);
+            scale_secret(
+                &b,
+                &format!("signals-{kind}{i}"),
+                json!({"username": user(kind, i), "password": DIALOG_PASSWORD}),
+            )
+            .await;
+        }
+    }
+    for k in 0..x_secrets {
+        let credentials = fake_upstreams::XCredentials {
+            consumer_key: format!("ck-{k}"),
+            consumer_secret: X_CONSUMER_SECRET.into(),
+            access_token: format!("at-{k}"),
+            access_token_secret: X_ACCESS_TOKEN_SECRET.into(),
+        };
+        b.fake
+            .add_x_credentials(credentials, &[format!("xacc-{k}").as_str()]);
+        b.fake
+            .add_x_account(&format!("xacc-{k}"), &format!("xpix-{k}"));
+        scale_secret(
+            &b,
+            &format!("x-{k}"),
+            json!({"consumer-key": format!("ck-{k}"), "consumer-secret": X_CONSUMER_SECRET,
+                   "access-token": format!("at-{k}"), "access-token-secret": X_ACCESS_TOKEN_SECRET}),
+        )
+        .await;
+    }
+    // Every bridge forwards to the fixture's pixel; its X budgets are not what this measures.
+    let tag = b
+        .fake
+        .insert_tag(ctwa_testenv::X_ACCOUNT, "scale", "PURCHASE", 30, 1);
+    let start = ctwa_testenv::events::now_s() - jiff::SignedDuration::from_mins(5);
+    for i in 0..size.bridges {
+        let app = scale_app(i);
+        let events = (0..2)
+            .map(|j| {
+                let at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(30 + 30 * j);
+                json!({"id": format!("seed-{i}-{j}"), "app_id": app, "ad_id": "ad1",
+                       "phone": format!("1556{:07}", i * 2 + j as usize), "type": "converted", "type_value": "order",
+                       "date": at.strftime("%Y-%m-%dT%H:%M:%S").to_string()})
+            })
+            .collect();
+        b.fake.seed_events(CLIENT_ID, &app, events);
+    }
+    let (bridges, bridge_watch) = track(b.api::<ConversionBridge>());
+    let (keywords, keyword_watch) = track(b.api::<SignalsKeyword>());
+    let (tags, tag_watch) = track(b.api::<XWebEventTag>());
+    let status_interval = format!(
+        "--bridge-status-interval={}s",
+        SCALE_STATUS_INTERVAL.as_secs()
+    );
+    let args = [status_interval.as_str()];
+
+    let run = async {
+        let mut m = ScaleRun::default();
+        let mut op = operator(&b, &args);
+        operator_ready(&b).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        m.rss_idle = proc_stats(op.id()).1;
+        let process_start = SystemTime::now();
+
+        // Bridges, 32 creates at once.
+        let started = Instant::now();
+        let env = &b;
+        let tag = &tag;
+        futures::stream::iter(0..size.bridges)
+            .for_each_concurrent(32, |i| async move {
+                let manifest = bridge_manifest(
+                    &format!("b{i:04}"),
+                    start,
+                    json!({"source": {"signals": {"appId": scale_app(i),
+                                                  "secretRef": {"name": format!("signals-b{}", i / SCALE_BRIDGES_PER_SECRET)},
+                                                  "pollInterval": format!("{}s", size.poll_secs)}},
+                           "destination": {"x": {"eventId": tag}},
+                           "batching": {"maxBatchSize": 500, "flushInterval": "5s"}}),
+                );
+                env.create::<ConversionBridge>(manifest).await;
+            })
+            .await;
+        m.bridges_applied = started.elapsed();
+        m.bridges_ready = until_ready(&[(&bridges, size.bridges)], started, size.timeout).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        (m.peak_bridges, m.rss_bridges, _) = proc_stats(op.id());
+
+        // Managed objects: one in five a tag, interleaved.
+        b.fake.clear_requests();
+        b.fake.clear_credential_load();
+        let started = Instant::now();
+        let order: Vec<(bool, usize)> = {
+            let (mut k, mut t) = (0, 0);
+            (0..size.objects())
+                .map(|i| {
+                    if i % 5 == 4 && t < size.tags {
+                        t += 1;
+                        (true, t - 1)
+                    } else {
+                        k += 1;
+                        (false, k - 1)
+                    }
+                })
+                .collect()
+        };
+        futures::stream::iter(order)
+            .for_each_concurrent(32, |(is_tag, j)| async move {
+                if is_tag {
+                    let k = j / SCALE_TAGS_PER_X_SECRET;
+                    env.create::<XWebEventTag>(json!({
+                        "apiVersion": "ctwa.dev/v1alpha1", "kind": "XWebEventTag", "metadata": {"name": format!("t{j:05}")},
+                        "spec": {"accountId": format!("xacc-{k}"), "name": format!("tag {j}"), "type": "PURCHASE",
+                                 "clickWindow": 30, "viewThroughWindow": 1, "secretRef": {"name": format!("x-{k}")}}
+                    }))
+                    .await;
+                } else {
+                    let s = j / SCALE_KEYWORDS_PER_SECRET;
+                    env.create::<SignalsKeyword>(json!({
+                        "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsKeyword", "metadata": {"name": format!("k{j:05}")},
+                        "spec": {"clientId": CLIENT_ID, "appId": format!("kw-{s}"), "keyword": format!("keyword {j}"),
+                                 "adId": format!("ad{}", j % 50), "secretRef": {"name": format!("signals-k{s}")}}
+                    }))
+                    .await;
+                }
+            })
+            .await;
+        m.objects_applied = started.elapsed();
+        m.objects_ready = until_ready(
+            &[(&keywords, size.keywords), (&tags, size.tags)],
+            started,
+            size.timeout,
+        )
+        .await;
+        for s in 0..keyword_secrets {
+            let load = b
+                .fake
+                .credential_load("signals", &user("k", s), Duration::from_secs(1));
+            m.object_budget.0 = m.object_budget.0.max(load.max_in_window);
+            m.object_budget.1 = m.object_budget.1.max(load.peak_in_flight);
+        }
+        let requests = b.fake.requests();
+        m.object_429 = requests.iter().filter(|r| r.status == 429).count();
+        for r in &requests {
+            if r.operation != "signals.list_events" && !r.operation.starts_with("x.send") {
+                *m.object_ops.entry(r.operation.clone()).or_default() += 1;
+            }
+        }
+        drop(requests);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        m.rss_objects = proc_stats(op.id()).1;
+
+        // The quiet window: everything Ready, only the trickle and the polls.
+        b.fake.clear_requests();
+        let from = SystemTime::now();
+        let (_, _, cpu0) = proc_stats(op.id());
+        tokio::time::sleep(Duration::from_secs(size.quiet_secs)).await;
+        let (peak, rss, cpu1) = proc_stats(op.id());
+        (m.peak, m.rss_quiet) = (peak, rss);
+        m.idle_cpu = (cpu1 - cpu0) / size.quiet_secs as f64 * 100.0;
+        let requests = b.fake.requests();
+        let polls = requests
+            .iter()
+            .filter(|r| r.operation == "signals.list_events");
+        m.quiet_polls = per_second(polls.map(|r| r.at), from, size.quiet_secs);
+        m.quiet_other_signals = requests
+            .iter()
+            .filter(|r| r.api == "signals" && r.operation != "signals.list_events")
+            .filter(|r| {
+                r.at.duration_since(from)
+                    .is_ok_and(|d| d.as_secs() < size.quiet_secs)
+            })
+            .count();
+        drop(requests);
+        m.quiet_writes = per_second(
+            tracked(&bridges).writes.iter().map(|w| w.seen),
+            from,
+            size.quiet_secs,
+        );
+
+        // Restart: SIGTERM, then the same operator again.
+        let term = SystemTime::now();
+        m.shutdown = terminate(&mut op).await;
+        b.fake.clear_requests();
+        b.fake.clear_credential_load();
+        let from = SystemTime::now();
+        {
+            let t = tracked(&bridges);
+            m.closest = closest_writes(
+                &t.writes,
+                process_start,
+                term,
+                SCALE_STATUS_INTERVAL - WATCH_SLACK,
+            );
+            m.shutdown_writes = t
+                .writes
+                .iter()
+                .filter(|w| w.seen >= term && w.seen < from)
+                .count();
+        }
+        let restarted = Instant::now();
+        op = operator(&b, &args);
+        let mut last_short = None;
+        m.restart_min_ready = size.bridges;
+        while restarted.elapsed() < Duration::from_secs(size.restart_secs) {
+            let ready = tracked(&bridges).ready.len();
+            m.restart_min_ready = m.restart_min_ready.min(ready);
+            if ready < size.bridges {
+                last_short = Some(restarted.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        m.restart_cpu = proc_stats(op.id()).2;
+        let to = SystemTime::now();
+        let requests = b.fake.requests();
+        let polls = requests
+            .iter()
+            .filter(|r| r.operation == "signals.list_events");
+        m.restart_polls = per_second(polls.map(|r| r.at), from, size.restart_secs);
+        for r in requests
+            .iter()
+            .filter(|r| r.operation != "signals.list_events")
+        {
+            if !r.operation.starts_with("x.send") && !r.operation.starts_with("hub.") {
+                *m.restart_ops.entry(r.api.clone()).or_default() += 1;
+            }
+        }
+        drop(requests);
+        for s in 0..bridge_secrets {
+            let load = b
+                .fake
+                .credential_load("signals", &user("b", s), Duration::from_secs(1));
+            m.restart_bridge_budget = m.restart_bridge_budget.max(load.max_in_window);
+        }
+        // When every bridge was Ready again (the last sample that found one not Ready).
+        m.restart_all_ready = if tracked(&bridges).ready.len() < size.bridges {
+            until_ready(&[(&bridges, size.bridges)], restarted, size.timeout).await
+        } else {
+            Some(last_short.unwrap_or_default())
+        };
+        {
+            let t = tracked(&bridges);
+            m.restart_writes = per_second(t.writes.iter().map(|w| w.seen), from, size.restart_secs);
+            m.restart_closest =
+                closest_writes(&t.writes, from, to, SCALE_STATUS_INTERVAL - WATCH_SLACK);
+            m.relists = t.relists;
+        }
+        (m.restart_peak, m.restart_rss, _) = proc_stats(op.id());
+
+        // Delete everything while the operator runs, so that nothing is left with a finalizer.
+        let deleting = Instant::now();
+        b.delete_namespace().await;
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(b.client.clone());
+        while deleting.elapsed() < Duration::from_secs(600) {
+            if namespaces
+                .get_opt(&b.ns.name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                m.deleted = Some(deleting.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let _ = op.kill();
+        let _ = op.wait();
+        m
+    };
+    let m = tokio::select! {
+        m = run => m,
+        _ = trickle(&b.fake, size.bridges, size.events_per_sec) => unreachable!("the trickle never ends"),
+    };
+    bridge_watch.abort();
+    keyword_watch.abort();
+    tag_watch.abort();
+    scale_report(&size, &m, bridge_secrets, keyword_secrets, x_secrets);
+}
+
+fn scale_report(
+    size: &ScaleSize,
+    m: &ScaleRun,
+    bridge_secrets: usize,
+    keyword_secrets: usize,
+    x_secrets: usize,
+) {
+    let (n, objects) = (size.bridges, size.objects());
+    let interval = SCALE_STATUS_INTERVAL.as_secs();
+    let (q_mean, q_max, q_ratio) = spread(&m.quiet_polls);
+    let (r_mean, r_max, r_ratio) = spread(&m.restart_polls);
+    let (w_mean, w_max, _) = spread(&m.quiet_writes);
+    let (rw_mean, rw_max, _) = spread(&m.restart_writes);
+    let per_bridge_interval = w_mean * interval as f64 / n.max(1) as f64;
+    let per_bridge_kib = (m.rss_bridges - m.rss_idle) * 1024.0 / n.max(1) as f64;
+    let per_object_kib = (m.rss_objects - m.rss_bridges) * 1024.0 / objects.max(1) as f64;
+    let closest = match (m.closest.0, m.restart_closest.0) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let close = m.closest.1 + m.restart_closest.1;
+    let unstamped = m.closest.2 + m.restart_closest.2;
+    let peak = m.peak.max(m.restart_peak);
+    let restart_ops = m
+        .restart_ops
+        .iter()
+        .map(|(api, n)| format!("{api} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let closest_text = closest.map_or("no bridge wrote twice".into(), |d| {
+        format!("{:.1} s", d.as_secs_f64())
+    });
+    let smoke = if size.full() {
+        String::new()
+    } else {
+        "**Smoke size** (`CTWA_SCALE_BRIDGES`, `CTWA_SCALE_OBJECTS`): the targets are for 2,000 \
+         bridges and 10,000 objects.\n\n"
+            .into()
+    };
+    let restart_ready = if m.restart_min_ready >= n {
+        "all stayed Ready".to_string()
+    } else {
+        format!(
+            "{} of {n} Ready at the lowest; all Ready again after {}",
+            m.restart_min_ready,
+            secs(m.restart_all_ready)
+        )
+    };
+    let mut md = format!(
+        "## 7. Scale: {n} ConversionBridges and {objects} managed objects in one operator process\n\n\
+         {smoke}{LATENCY_MS} ms added to every upstream request. Each bridge reads its own Signals app \
+         (pollInterval {poll} s, flushInterval 5 s), {SCALE_BRIDGES_PER_SECRET} bridges per 360dialog \
+         Secret ({bridge_secrets} Secrets), with a trickle of {rate} converted events per second \
+         over all apps; all send to one pixel. Then {keywords} SignalsKeyword ({SCALE_KEYWORDS_PER_SECRET} \
+         per Secret and app; Secrets: {keyword_secrets}) and {tags} XWebEventTag ({SCALE_TAGS_PER_X_SECRET} per \
+         X credential and account; credentials: {x_secrets}), created 32 at a time. Budgets are the defaults: \
+         10 Signals requests per second and 4 in flight per Secret (`--signals-requests-per-second`), \
+         X paced by its answers; every Secret has its own Hub user so the fake counts its load apart. \
+         `--bridge-status-interval={interval}s`, resync 10 min. Status writes are counted by a watch on \
+         the namespace's ConversionBridges: every resourceVersion change of a bridge the bench only \
+         created is a status write of the operator; two writes of one bridge are compared by the API \
+         server's time of the operator's `status` entry in `managedFields` (whole seconds).\n\n\
+         | figure | value |\n|---|---|\n\
+         | bridges created after | {:.1} s |\n\
+         | all bridges Ready after | **{}** |\n\
+         | objects created after | {:.1} s |\n\
+         | all objects Ready after (from the first create) | **{}** |\n\
+         | all objects Ready after the last create | {} |\n\
+         | Signals requests of one object Secret in any 1 s / in flight, at most | {} / {} |\n\
+         | 429 answers while the objects were created | {} |\n\
+         | operator RSS: started / with the bridges / with the objects / quiet window | {:.1} / {:.1} / {:.1} / {:.1} MiB |\n\
+         | operator peak RSS (before the restart / after) | **{:.1} MiB** / {:.1} MiB |\n\
+         | RSS per bridge / per managed object | **{per_bridge_kib:.0} KiB** / {per_object_kib:.1} KiB |\n\
+         | operator CPU over the {quiet} s quiet window | **{:.2} % of one core** |\n\
+         | Signals polls per second in the quiet window | mean {q_mean:.1} (bridges / pollInterval = {:.1}), max {q_max}, max/mean **{q_ratio:.2}** |\n\
+         | other Signals requests in the quiet window | {} |\n\
+         | ConversionBridge status writes per second in the quiet window | {w_mean:.1} (max {w_max} in one second) |\n\
+         | status writes per bridge per {interval} s interval (quiet window) | **{per_bridge_interval:.3}** |\n\
+         | closest two status writes of one bridge, either process | {closest_text} (pairs closer than {} s: {close}; compared by watch arrival for want of a server time: {unstamped}) |\n\
+         | writes during the graceful shutdown (the final checkpoint) | {} |\n\
+         | SIGTERM to exit | {:.1} s |\n\
+         | after the restart: Signals polls per second, first {restart} s | mean {r_mean:.1}, max {r_max}, max/mean **{r_ratio:.2}** |\n\
+         | after the restart: Signals requests of one bridge Secret in any 1 s, at most | {} |\n\
+         | after the restart: bridges | {restart_ready} |\n\
+         | after the restart: status writes per second, first {restart} s | mean {rw_mean:.1}, max {rw_max} |\n\
+         | after the restart: other upstream requests (the objects read again) | {restart_ops} |\n\
+         | after the restart: operator CPU in the first {restart} s / RSS | {:.1} s / {:.1} MiB |\n\
+         | watch relists (changes in between counted once) | {} |\n\
+         | namespace deleted, operator running, after | {} |\n\n\
+         Signals polls per second, quiet window: `{}`\n\n\
+         Signals polls per second, first {restart} s after the restart: `{}`\n\n\
+         Status writes per second, first {restart} s after the restart: `{}`\n\n\
+         Upstream requests while the objects were created (polls and conversions left out):\n\n\
+         | operation | requests | per object of its kind |\n|---|---|---|\n",
+        m.bridges_applied.as_secs_f64(),
+        secs(m.bridges_ready),
+        m.objects_applied.as_secs_f64(),
+        secs(m.objects_ready),
+        secs(m.objects_ready.map(|d| d.saturating_sub(m.objects_applied))),
+        m.object_budget.0,
+        m.object_budget.1,
+        m.object_429,
+        m.rss_idle,
+        m.rss_bridges,
+        m.rss_objects,
+        m.rss_quiet,
+        m.peak,
+        m.restart_peak,
+        m.idle_cpu,
+        n as f64 / size.poll_secs.max(1) as f64,
+        m.quiet_other_signals,
+        (SCALE_STATUS_INTERVAL - WATCH_SLACK).as_secs(),
+        m.shutdown_writes,
+        m.shutdown.as_secs_f64(),
+        m.restart_bridge_budget,
+        m.restart_cpu,
+        m.restart_rss,
+        m.relists,
+        secs(m.deleted),
+        list(&m.quiet_polls),
+        list(&m.restart_polls),
+        list(&m.restart_writes),
+        poll = size.poll_secs,
+        rate = size.events_per_sec,
+        keywords = size.keywords,
+        tags = size.tags,
+        quiet = size.quiet_secs,
+        restart = size.restart_secs,
+    );
+    for (op_name, count) in &m.object_ops {
+        let per = if op_name.starts_with("x.") {
+            size.tags
+        } else if op_name.starts_with("signals.") {
+            size.keywords
+        } else {
+            objects
+        };
+        md += &format!(
+            "| `{op_name}` | {count} | {:.2} |\n",
+            *count as f64 / per.max(1) as f64
+        );
+    }
+    write_section("7-scale", &md);
+
+    let sized = |what: &str| {
+        if size.full() {
+            what.to_string()
+        } else {
+            format!("{what} (smoke: {n} bridges, {objects} objects)")
+        }
+    };
+    let ready_in_budget = m
+        .objects_ready
+        .is_some_and(|d| d <= Duration::from_secs(90))
+        && m.object_budget.0 <= 25
+        && m.object_budget.1 <= 4
+        && m.object_429 == 0;
+    let rows = [
+        (
+            sized("2,000 bridges in at most 256 MiB RSS"),
+            format!(
+                "{:.1} MiB peak with the bridges alone ({per_bridge_kib:.0} KiB per bridge); \
+                 {peak:.1} MiB peak with the objects too",
+                m.peak_bridges
+            ),
+            m.peak_bridges <= 256.0,
+        ),
+        (
+            sized("idle CPU at most 10 % of one core"),
+            format!("{:.2} %", m.idle_cpu),
+            m.idle_cpu <= 10.0,
+        ),
+        (
+            sized("Signals polls spread evenly: max/mean per second at most 2, steady state"),
+            format!("{q_ratio:.2} (max {q_max}/s, mean {q_mean:.1}/s)"),
+            q_ratio <= 2.0,
+        ),
+        (
+            sized(&format!(
+                "Signals polls spread evenly after a restart: max/mean at most 2 in the first {} s",
+                size.restart_secs
+            )),
+            format!("{r_ratio:.2} (max {r_max}/s, mean {r_mean:.1}/s)"),
+            r_ratio <= 2.0,
+        ),
+        (
+            sized("at most one status write per bridge per `--bridge-status-interval`"),
+            format!(
+                "{per_bridge_interval:.3} per bridge per {interval} s; pairs closer than {} s: {close}",
+                (SCALE_STATUS_INTERVAL - WATCH_SLACK).as_secs()
+            ),
+            per_bridge_interval <= 1.0 && close == 0,
+        ),
+        (
+            sized("10,000 objects Ready within 90 s under the per-credential budgets"),
+            format!(
+                "{}; at most {}/s and {} in flight per Secret, {} × 429",
+                secs(m.objects_ready),
+                m.object_budget.0,
+                m.object_budget.1,
+                m.object_429
+            ),
+            ready_in_budget,
+        ),
+    ];
+    let rows: Vec<(&str, String, bool)> = rows
+        .iter()
+        .map(|(t, measured, met)| (t.as_str(), measured.clone(), *met))
+        .collect();
+    write_targets("7-scale", &rows);
+}
+
 #[tokio::main]
 async fn main() {
     ctwa_operator::upstream::http::install_crypto_provider();
@@ -645,5 +1498,8 @@ async fn main() {
     }
     if run("budget") {
         budget().await;
+    }
+    if run("scale") {
+        scale().await;
     }
 }

@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn every_crd_is_a_yaml_document_of_its_own() {
         let files = crd_files().unwrap();
-        assert_eq!(files.len(), 5);
+        assert_eq!(files.len(), 6);
         for (name, yaml) in &files {
             assert!(yaml.starts_with("---\n"), "{name}");
             assert_eq!(
