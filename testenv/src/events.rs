@@ -9,17 +9,8 @@ use serde_json::{Value, json};
 
 use crate::fixture::{APP_ID, CLIENT_ID, DIALOG_SECRET, X_PIXEL, X_SECRET};
 
-pub const TYPES: [&str; 9] = [
-    "button",
-    "button_reply",
-    "conversation",
-    "converted",
-    "engagement",
-    "keyword",
-    "link",
-    "list",
-    "list_reply",
-];
+/// Every documented Signals event type (the fake's list).
+pub use fake_upstreams::SIGNALS_EVENT_TYPES as TYPES;
 
 /// One generated event and whether the bridge can map it.
 #[derive(Clone, Debug)]

@@ -10,12 +10,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
 
 use crate::api::{
     AppliedConversion, ConversionEventType, SignalsConversionEvent, SignalsConversionEventStatus,
 };
 use crate::managed::external::{Drift, ExternalResource, Observation, Resolved};
+use crate::managed::ownership::object_key;
 use crate::runtime::conditions::Reason;
 use crate::runtime::failure::Failure;
 use crate::upstream::clients::DialogUpstream;
@@ -46,10 +46,6 @@ impl SignalsConversionEventAdapter {
         }
     }
 
-    fn key(obj: &SignalsConversionEvent) -> String {
-        format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
-    }
-
     /// How `want` compares with what was sent: recorded in the status for this generation
     /// (assert it again, quietly), sent by this process moments ago (nothing to do: the cache
     /// may not show the status write yet), or neither (a change to send).
@@ -64,7 +60,7 @@ impl SignalsConversionEventAdapter {
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         sent.retain(|_, s| s.at.elapsed() < JUST_SENT);
         let just_sent = sent
-            .get(&Self::key(obj))
+            .get(&object_key(obj))
             .is_some_and(|s| s.generation == generation && &s.applied == want);
         if just_sent {
             Drift::None
@@ -75,7 +71,7 @@ impl SignalsConversionEventAdapter {
 
     fn remember(&self, obj: &SignalsConversionEvent, applied: &AppliedConversion) {
         self.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            Self::key(obj),
+            object_key(obj),
             Sent {
                 generation: obj.metadata.generation,
                 applied: applied.clone(),
