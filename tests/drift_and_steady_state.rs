@@ -244,3 +244,71 @@ async fn postback_url_and_tracking_are_reasserted_at_resync() {
         env.fake.ctwa_enabled("p1", "c1", "ch1")
     );
 }
+
+/// What cannot be read back (Hub tracking, a campaign's conversion) is asserted once per
+/// resync, not on every reconcile: a Secret's change reconciles every object using it, and
+/// none of them writes upstream again for it.
+#[tokio::test]
+async fn write_only_objects_are_not_asserted_again_by_other_reconciles() {
+    use ctwa_operator::api::{CtwaTracking, SignalsConversionEvent};
+    use k8s_openapi::api::core::v1::Secret;
+    let env = env("drift-wo").await;
+    env.create::<CtwaTracking>(json!({
+        "apiVersion": "ctwa.dev/v1alpha1", "kind": "CtwaTracking", "metadata": {"name": "t"},
+        "spec": {"partnerId": "p1", "clientId": "c1", "channelId": "ch1", "secretRef": {"name": "dialog360"}}
+    }))
+    .await;
+    env.create::<SignalsConversionEvent>(json!({
+        "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsConversionEvent", "metadata": {"name": "c"},
+        "spec": {"clientId": "c1", "appId": "a1", "campaignId": "camp1", "type": "conversation",
+                 "secretRef": {"name": "dialog360"}}
+    }))
+    .await;
+    env.wait_for::<CtwaTracking>("t", "Ready", ready).await;
+    env.wait_for::<SignalsConversionEvent>("c", "Ready", ready)
+        .await;
+    let writes = || {
+        (
+            env.request_count("hub.enable_ctwa", None),
+            env.request_count("signals.set_converted_event", None),
+        )
+    };
+    assert_eq!(writes(), (1, 1), "one write each to create");
+    let reconciles = |text: &str| {
+        ["CtwaTracking", "SignalsConversionEvent"].map(|kind| {
+            common::sample(
+                text,
+                "ctwa_reconcile_total",
+                &[("kind", kind), ("result", "success")],
+            )
+            .unwrap_or(0.0)
+        })
+    };
+    let before = reconciles(&env.metrics_text().await);
+
+    for round in 0..3 {
+        let label = json!({"metadata": {"labels": {"touched": round.to_string()}}});
+        env.api::<Secret>()
+            .patch("dialog360", &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = reconciles(&env.metrics_text().await);
+        if now[0] >= before[0] + 3.0 && now[1] >= before[1] + 3.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Secret's changes were not reconciled: {before:?} → {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        writes(),
+        (1, 1),
+        "a reconcile without a reason wrote upstream"
+    );
+}

@@ -14,6 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use serde_json::json;
 
+use super::assertions::Assertions;
 use super::controller::trigger_hash;
 use super::credentials::{Credentials, Found};
 use super::external::{Drift, ExternalResource, Observed, Resolved};
@@ -49,6 +50,8 @@ pub struct Context<K: Managed, A> {
     /// Objects whose `ctwa.dev/external-id` this process just wrote, with the trigger hash the
     /// write produces: the reconcile that write triggers has nothing left to do upstream.
     echoes: Mutex<HashMap<String, u64>>,
+    /// When write-only upstream objects were last asserted.
+    asserted: Assertions,
 }
 
 impl<K: Managed, A> Context<K, A> {
@@ -71,6 +74,7 @@ impl<K: Managed, A> Context<K, A> {
             credentials: Credentials::default(),
             noted: Mutex::new(HashSet::new()),
             echoes: Mutex::new(HashMap::new()),
+            asserted: Assertions::default(),
         }
     }
 
@@ -224,7 +228,7 @@ where
         return Ok((Action::requeue(OWNER_RECHECK), "waiting"));
     }
 
-    match sync(obj, ctx).await {
+    match sync(obj, ctx, resync).await {
         Ok(synced) => {
             ctx.backoff.reset(&key);
             ctx.status(obj, &synced.health, synced.status, synced.wrote_upstream)
@@ -311,8 +315,12 @@ where
     adapter.find(client, obj, refs).await
 }
 
-/// Makes upstream match `obj`.
-async fn sync<K, A>(obj: &K, ctx: &Context<K, A>) -> Result<Synced<K::Status>, SyncError>
+/// Makes upstream match `obj`; a write-only object is asserted again only once per `resync`.
+async fn sync<K, A>(
+    obj: &K,
+    ctx: &Context<K, A>,
+    resync: Duration,
+) -> Result<Synced<K::Status>, SyncError>
 where
     K: Managed,
     A: ExternalResource<K>,
@@ -338,7 +346,14 @@ where
         Found::Remembered(_) | Found::Missing => return Err(secret_not_found(obj).into()),
     };
     let client = adapter.connect(obj, &secret)?;
-    let observed = observe(adapter, &client, obj, &refs).await?;
+    let key = object_key(obj);
+    let mut observed = observe(adapter, &client, obj, &refs).await?;
+    if let Some(found) = observed.as_mut()
+        && found.drift == Drift::Unknown
+        && !ctx.asserted.due(&key, obj, resync)
+    {
+        found.drift = Drift::None;
+    }
     if observe_only {
         return Ok(match observed {
             Some(found) => Synced {
@@ -363,7 +378,11 @@ where
         });
     }
 
+    let writes = observed.as_ref().is_none_or(|o| o.drift != Drift::None);
     let (now, verb) = converge(adapter, &client, obj, &refs, observed).await?;
+    if writes {
+        ctx.asserted.record(&key, obj);
+    }
     let echo = record_id(obj, ctx, now.external_id.as_deref()).await?;
     if let Some(reason) = verb {
         let note = if reason == Reason::Creating {
@@ -510,6 +529,7 @@ where
     }
     remove_finalizer(&ctx.client, obj).await?;
     ctx.backoff.reset(&key);
+    ctx.asserted.forget(&key);
     ctx.peers.release(obj, &ctx.claims());
     Ok((Action::await_change(), "success"))
 }

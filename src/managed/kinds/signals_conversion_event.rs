@@ -27,9 +27,12 @@ const JUST_SENT: Duration = Duration::from_secs(5);
 
 pub struct SignalsConversionEventAdapter {
     upstream: DialogUpstream,
-    /// object key → what this process sent for it last.
-    sent: Mutex<HashMap<String, Sent>>,
+    sent: SentLog,
 }
+
+/// Object key → what this process sent for it last.
+#[derive(Default)]
+struct SentLog(Mutex<HashMap<String, Sent>>);
 
 /// A conversion this process sent: for which generation, what, and when.
 struct Sent {
@@ -42,35 +45,36 @@ impl SignalsConversionEventAdapter {
     pub fn new(upstream: DialogUpstream) -> Self {
         Self {
             upstream,
-            sent: Mutex::new(HashMap::new()),
+            sent: SentLog::default(),
         }
     }
+}
 
-    /// How `want` compares with what was sent: recorded in the status for this generation
-    /// (assert it again, quietly), sent by this process moments ago (nothing to do: the cache
-    /// may not show the status write yet), or neither (a change to send).
+impl SentLog {
+    /// How `want` compares with what was sent: sent by this process moments ago (nothing to
+    /// do, whatever the cache shows yet: a reconcile queued during the POST may see the status
+    /// write or not), recorded in the status for this generation (assert it again, quietly,
+    /// when due), or neither (a change to send).
     fn drift(&self, obj: &SignalsConversionEvent, want: &AppliedConversion) -> Drift {
         let generation = obj.metadata.generation;
+        let just_sent = {
+            let mut sent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            sent.retain(|_, s| s.at.elapsed() < JUST_SENT);
+            sent.get(&object_key(obj))
+                .is_some_and(|s| s.generation == generation && &s.applied == want)
+        };
         let in_status = obj.status.as_ref().is_some_and(|s| {
             s.applied.as_ref() == Some(want) && s.common.observed_generation == generation
         });
-        if in_status {
-            return Drift::Unknown;
-        }
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.retain(|_, s| s.at.elapsed() < JUST_SENT);
-        let just_sent = sent
-            .get(&object_key(obj))
-            .is_some_and(|s| s.generation == generation && &s.applied == want);
-        if just_sent {
-            Drift::None
-        } else {
-            Drift::Differs
+        match (just_sent, in_status) {
+            (true, _) => Drift::None,
+            (false, true) => Drift::Unknown,
+            (false, false) => Drift::Differs,
         }
     }
 
     fn remember(&self, obj: &SignalsConversionEvent, applied: &AppliedConversion) {
-        self.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(
             object_key(obj),
             Sent {
                 generation: obj.metadata.generation,
@@ -149,7 +153,7 @@ impl ExternalResource<SignalsConversionEvent> for SignalsConversionEventAdapter 
     }
 
     /// Nothing sent yet: none (so the first POST reads as a create). Otherwise what
-    /// [`Self::drift`] says.
+    /// [`SentLog::drift`] says.
     async fn find(
         &self,
         _client: &SignalsClient,
@@ -157,7 +161,7 @@ impl ExternalResource<SignalsConversionEvent> for SignalsConversionEventAdapter 
         refs: &Resolved,
     ) -> Result<Option<Observed>, Failure> {
         let want = desired(obj, refs)?;
-        let drift = self.drift(obj, &want);
+        let drift = self.sent.drift(obj, &want);
         let sent_before = drift != Drift::Differs || self.wrote_upstream(obj);
         Ok(sent_before.then(|| observation(want, drift)))
     }
@@ -207,7 +211,7 @@ impl ExternalResource<SignalsConversionEvent> for SignalsConversionEventAdapter 
             })
             .await?;
         if observed.drift == Drift::Differs {
-            self.remember(obj, &want);
+            self.sent.remember(obj, &want);
         }
         Ok(observation(want, observed.drift))
     }
@@ -221,5 +225,54 @@ impl ExternalResource<SignalsConversionEvent> for SignalsConversionEventAdapter 
         _id: Option<&str>,
     ) -> Result<(), Failure> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversion(with_status: bool) -> SignalsConversionEvent {
+        let mut o: SignalsConversionEvent = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ctwa.dev/v1alpha1", "kind": "SignalsConversionEvent",
+            "metadata": {"name": "c", "namespace": "n", "generation": 1},
+            "spec": {"clientId": "c", "appId": "a", "campaignId": "camp", "type": "conversation",
+                     "secretRef": {"name": "s"}}
+        }))
+        .unwrap();
+        if with_status {
+            let mut status = SignalsConversionEventStatus {
+                applied: Some(want()),
+                ..Default::default()
+            };
+            status.common.observed_generation = Some(1);
+            o.status = Some(status);
+        }
+        o
+    }
+
+    fn want() -> AppliedConversion {
+        AppliedConversion {
+            event_type: "conversation".into(),
+            type_id: None,
+            type_value: None,
+        }
+    }
+
+    #[test]
+    fn what_was_just_sent_is_not_sent_again_whatever_the_cache_shows() {
+        let adapter = SentLog::default();
+        assert_eq!(adapter.drift(&conversion(false), &want()), Drift::Differs);
+        assert_eq!(adapter.drift(&conversion(true), &want()), Drift::Unknown);
+        adapter.remember(&conversion(false), &want());
+        // A reconcile queued during the POST, with the cache before or after the status write.
+        assert_eq!(adapter.drift(&conversion(false), &want()), Drift::None);
+        assert_eq!(adapter.drift(&conversion(true), &want()), Drift::None);
+        // Something else is still a change.
+        let other = AppliedConversion {
+            event_type: "engagement".into(),
+            ..want()
+        };
+        assert_eq!(adapter.drift(&conversion(true), &other), Drift::Differs);
     }
 }
