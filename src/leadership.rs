@@ -5,6 +5,7 @@
 //! follower trusts the URL only while the identity equals the Lease's `holderIdentity`, so a
 //! crashed leader's address is never used once another process has taken over.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -138,42 +139,43 @@ pub async fn advertise(
 /// cost seconds of 503 at most, and a GET per two seconds per follower is nothing.
 const FRESH: Duration = Duration::from_secs(2);
 
-/// The current leader's postback URL, read from the Lease (see [`advertise`]).
+/// Where the holder of a Lease takes postbacks, read from the Lease (see [`advertise`]): the
+/// leader Lease, or with `--shards` the Lease of a bridge's shard.
 pub struct LeaderDirectory {
     leases: Api<Lease>,
-    name: String,
-    cached: Mutex<Option<(Instant, Option<String>)>>,
+    cached: Mutex<HashMap<String, (Instant, Option<String>)>>,
 }
 
 impl LeaderDirectory {
     pub fn new(client: kube::Client, config: &LeaseConfig) -> Self {
         LeaderDirectory {
             leases: Api::namespaced(client, &config.namespace),
-            name: config.name.clone(),
-            cached: Mutex::new(None),
+            cached: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The leader's postback URL, when a holder has published one; `refresh` skips the cache
-    /// (after the cached address failed).
-    pub async fn leader_url(&self, refresh: bool) -> Option<String> {
+    /// The postback URL of the holder of Lease `name`, when it has published one; `refresh`
+    /// skips the cache (after the cached address failed).
+    pub async fn holder_url(&self, name: &str, refresh: bool) -> Option<String> {
         if !refresh {
             let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, url)) = cached.as_ref()
+            if let Some((at, url)) = cached.get(name)
                 && at.elapsed() < FRESH
             {
                 return url.clone();
             }
         }
-        let url = match self.leases.get_opt(&self.name).await {
+        let url = match self.leases.get_opt(name).await {
             Ok(lease) => lease.as_ref().and_then(published_url),
             Err(e) => {
                 tracing::debug!(error = %e, "reading the leader lease failed");
                 None
             }
         };
-        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), url.clone()));
+        self.cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), (Instant::now(), url.clone()));
         url
     }
 }

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod operator;
 pub mod runtime;
 pub mod server;
+pub mod sharding;
 pub mod upstream;

@@ -152,6 +152,11 @@ struct RunArgs {
     /// How long a leader Lease lasts without renewal; a crashed leader is replaced after it.
     #[arg(long, env = "CTWA_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: std::time::Duration,
+    /// Spread the objects and bridges over this many shards, each held through Lease
+    /// `<lease-name>-<i>` by one replica; the replicas share them out evenly. Needs
+    /// `--leader-election`; 1 keeps a single leader.
+    #[arg(long, env = "CTWA_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: u32,
     /// On SIGTERM, how long batches in flight may take to be delivered.
     #[arg(long, env = "CTWA_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: std::time::Duration,
@@ -174,6 +179,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         builder.json().init();
     } else {
         builder.init();
+    }
+    if args.shards > 1 && !args.leader_election {
+        anyhow::bail!("--shards above 1 needs --leader-election: shards are held on Leases");
     }
     let client = kube::Client::try_default().await?;
     let config = ctwa_operator::operator::OperatorConfig {
@@ -201,6 +209,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         bridge_max_seen_ids: args.bridge_max_seen_ids,
         signals_requests_per_second: args.signals_requests_per_second,
+        shards: args.shards,
     };
     ctwa_operator::operator::run(client, config).await
 }

@@ -113,6 +113,7 @@ pub struct Metrics {
     rate_limit_remaining: Family<RateLimitLabels, Gauge>,
     bridge_ready: Family<BridgeLabels, Gauge>,
     leader: Gauge,
+    shards_held: Gauge,
     /// Families cannot be iterated, so [`Metrics::forget_bridge`] needs to know
     /// which outcome values may exist. A handful of strings, never per-bridge.
     bridge_outcomes: Mutex<BTreeSet<String>>,
@@ -140,6 +141,7 @@ impl Metrics {
             rate_limit_remaining: Family::default(),
             bridge_ready: Family::default(),
             leader: Gauge::default(),
+            shards_held: Gauge::default(),
             bridge_outcomes: Mutex::default(),
         };
         // Counters get their `_total` suffix and units their `_seconds` suffix
@@ -204,6 +206,11 @@ impl Metrics {
             "1 while this process holds the leader Lease (or runs without election), else 0",
             m.leader.clone(),
         );
+        m.registry.register(
+            "shards_held",
+            "Shards this process holds with --shards above 1 (sum over the replicas: the shard count)",
+            m.shards_held.clone(),
+        );
         m
     }
 
@@ -258,6 +265,13 @@ impl Metrics {
     /// Set whether this process leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Set how many shards this process holds; it leads while it holds any.
+    pub fn set_shards_held(&self, held: usize) {
+        self.shards_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+        self.set_leader(held > 0);
     }
 
     /// Set the requests left in an upstream rate-limit window.

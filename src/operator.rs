@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::runtime::conditions::is_ready;
 use crate::runtime::scope::{Scope, Trigger, follow};
 use crate::server::{self, Health};
+use crate::sharding::{ShardConfig, Shards, StopShard};
 use crate::upstream::budget::BudgetRegistry;
 use crate::upstream::clients::{DialogUpstream, XUpstream};
 use crate::upstream::http::{HttpConfig, Transport, install_crypto_provider};
@@ -59,6 +60,9 @@ pub struct OperatorConfig {
     pub bridge_max_seen_ids: usize,
     /// Signals requests per second per 360dialog credential (`--signals-requests-per-second`).
     pub signals_requests_per_second: u32,
+    /// `--shards`: above 1, the work is spread over shards held on Leases (needs
+    /// `leader_election`).
+    pub shards: u32,
 }
 
 pub use crate::leadership::LeaseConfig;
@@ -76,6 +80,19 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     install_crypto_provider();
+    let sharded = match (&config.leader_election, config.shards) {
+        (_, 0 | 1) => None,
+        (Some(lease), count) => Some(ShardConfig {
+            lease: lease.clone(),
+            count,
+            grace: config.shutdown_grace,
+        }),
+        (None, _) => anyhow::bail!("--shards above 1 needs leader election"),
+    };
+    let shards = match &sharded {
+        Some(s) => Shards::new(s.count),
+        None => Shards::whole(),
+    };
     let shutdown = CancellationToken::new();
     let on_stop = shutdown.clone();
     tokio::spawn(async move {
@@ -107,14 +124,19 @@ pub async fn run_until(
         metrics.clone(),
         config.bridge_status_interval,
         config.bridge_max_seen_ids,
+        shards.clone(),
     );
 
     // Followers serve too: /healthz, /readyz and a receiver that hands postbacks to the
     // leader (or answers 503 when nobody has published where postbacks go).
     let forwarder = match &config.leader_election {
-        Some(lease) if lease.postback_url.is_some() => Some(
-            crate::bridge::forward::Forwarder::new(LeaderDirectory::new(client.clone(), lease))?,
-        ),
+        Some(lease) if lease.postback_url.is_some() => {
+            Some(crate::bridge::forward::Forwarder::new(
+                LeaderDirectory::new(client.clone(), lease),
+                lease.name.clone(),
+                shards.count(),
+            )?)
+        }
         Some(_) => {
             tracing::warn!(
                 "leader election without --postback-advertise-url: followers answer postbacks with 503"
@@ -142,6 +164,23 @@ pub async fn run_until(
     ));
     health.set_ready(true);
 
+    if let Some(sharding) = sharded {
+        let result = lead_shards(
+            &client,
+            &config,
+            &shutdown,
+            &metrics,
+            dialog,
+            x,
+            &supervisor,
+            sharding,
+        )
+        .await;
+        health.set_ready(false);
+        stop_servers.cancel();
+        let _ = servers.await;
+        return result;
+    }
     let mut lease = match &config.leader_election {
         Some(lease) => Some(Leadership::start(client.clone(), lease).await?),
         None => None,
@@ -182,6 +221,51 @@ pub async fn run_until(
     result
 }
 
+/// With `--shards`: the controllers run from the start and work on the shards this process
+/// holds, which the shard keeper takes and lets go; on SIGTERM the bridges are drained before
+/// the shard Leases are released.
+#[allow(clippy::too_many_arguments)]
+async fn lead_shards(
+    client: &kube::Client,
+    config: &OperatorConfig,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+    dialog: DialogUpstream,
+    x: XUpstream,
+    supervisor: &Arc<Supervisor>,
+    sharding: ShardConfig,
+) -> anyhow::Result<()> {
+    let grace = sharding.grace;
+    let stop_shard: StopShard = {
+        let supervisor = supervisor.clone();
+        Arc::new(move |shard, now| {
+            let supervisor = supervisor.clone();
+            let grace = if now { Duration::ZERO } else { grace };
+            async move { supervisor.stop_shard(shard, grace).await }.boxed()
+        })
+    };
+    let stop_keeper = CancellationToken::new();
+    let keeper = tokio::spawn(crate::sharding::keep(
+        client.clone(),
+        sharding,
+        supervisor.shards(),
+        stop_shard,
+        metrics.clone(),
+        stop_keeper.clone(),
+    ));
+    let result = lead(
+        client, config, shutdown, metrics, dialog, x, supervisor, None,
+    )
+    .await;
+    stop_keeper.cancel();
+    match keeper.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the shard keeper failed"),
+        Err(e) => tracing::warn!(error = %e, "the shard keeper task failed"),
+    }
+    result
+}
+
 /// The leader's work: every controller and bridge, until shutdown or a lost lease.
 #[allow(clippy::too_many_arguments)]
 async fn lead(
@@ -195,7 +279,10 @@ async fn lead(
     lease: Option<&mut Leadership>,
 ) -> anyhow::Result<()> {
     tracing::info!("leading: starting the controllers");
-    metrics.set_leader(true);
+    let shards = supervisor.shards();
+    if shards.count() == 1 {
+        metrics.set_leader(true);
+    }
     supervisor.set_active(true);
     let stop_controllers = shutdown.child_token();
     let bridges = Arc::new(BridgeContext {
@@ -225,6 +312,7 @@ async fn lead(
             resync: config.resync_interval,
             metrics: metrics.clone(),
             shutdown: stop_controllers.clone(),
+            shards: shards.clone(),
         };
         tasks.push(
             controller::run::<CtwaTracking, _>(

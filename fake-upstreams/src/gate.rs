@@ -96,7 +96,7 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
         path,
     };
 
-    let _answering = Answering::start(&shared, api, operation, &call.credential);
+    let _answering = Answering::start(&shared, api, operation, &call.credential, &call.path);
     // Rules may match on the body, so it is read before any rule is looked at.
     let (parts, body) = request.into_parts();
     let Ok(body) = to_bytes(body, MAX_BODY).await else {
@@ -191,6 +191,8 @@ struct Answering<'a> {
     shared: &'a Shared,
     operation: &'static str,
     credential: Option<(&'static str, String)>,
+    /// For an events-list read, its `client/app`: two at once there are two pollers.
+    poller_of: Option<String>,
 }
 
 impl<'a> Answering<'a> {
@@ -199,8 +201,23 @@ impl<'a> Answering<'a> {
         api: &'static str,
         operation: &'static str,
         credential: &str,
+        path: &str,
     ) -> Self {
         let mut inner = shared.lock();
+        let poller_of = (operation == "signals.list_events").then(|| {
+            // /signals/v1/clients/{client}/apps/{app}/events
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            format!(
+                "{}/{}",
+                segments.get(3).copied().unwrap_or_default(),
+                segments.get(5).copied().unwrap_or_default()
+            )
+        });
+        if let Some(app) = &poller_of {
+            let (now, peak) = inner.pollers.entry(app.clone()).or_default();
+            *now += 1;
+            *peak = (*peak).max(*now);
+        }
         let (now, peak) = inner.concurrency.entry(operation).or_default();
         *now += 1;
         *peak = (*peak).max(*now);
@@ -215,6 +232,7 @@ impl<'a> Answering<'a> {
             shared,
             operation,
             credential,
+            poller_of,
         }
     }
 }
@@ -223,6 +241,13 @@ impl Drop for Answering<'_> {
     fn drop(&mut self) {
         let mut inner = self.shared.lock();
         if let Some((now, _)) = inner.concurrency.get_mut(self.operation) {
+            *now = now.saturating_sub(1);
+        }
+        if let Some((now, _)) = self
+            .poller_of
+            .as_ref()
+            .and_then(|app| inner.pollers.get_mut(app))
+        {
             *now = now.saturating_sub(1);
         }
         if let Some(load) = self

@@ -428,6 +428,16 @@ impl FakeUpstreams {
             .map_or(0, |(_, peak)| *peak)
     }
 
+    /// The most events-list reads of Signals app `client/app` ever answered at once: above 1,
+    /// two pollers read it at the same time.
+    pub fn peak_pollers(&self, client: &str, app: &str) -> usize {
+        self.shared
+            .lock()
+            .pollers
+            .get(&format!("{client}/{app}"))
+            .map_or(0, |(_, peak)| *peak)
+    }
+
     /// How many requests of `operation` are being answered right now (e.g. held by a fault's
     /// `latency_ms`): tells a test that a request is in flight.
     pub fn in_flight(&self, operation: &str) -> usize {

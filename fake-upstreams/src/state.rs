@@ -177,6 +177,9 @@ pub(crate) struct Inner {
     pub conversion_ids: std::collections::HashSet<String>,
     /// operation → (requests being answered now, the most there ever were at once).
     pub concurrency: HashMap<&'static str, (usize, usize)>,
+    /// Events-list reads being answered per `client/app` (now, peak): one bridge reads its
+    /// app one page at a time, so a peak above 1 means two processes ran it at once.
+    pub pollers: HashMap<String, (usize, usize)>,
     /// Bearer token → the credential it stands for (see [`RequestRecord::credential`]).
     pub token_owners: HashMap<String, String>,
     /// (api, credential) → load: arrivals and requests in flight.

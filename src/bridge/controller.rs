@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use rand::RngCore;
 
 use super::mapping::EventFilter;
-use super::source::PollSpec;
+use super::source::{self, PollSpec};
 use super::state::Phase;
 use super::supervisor::{Desired, Supervisor};
 use super::worker::WorkerConfig;
@@ -30,7 +30,7 @@ use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::{READY, Reason, find};
 use crate::runtime::duration::parse_duration;
 use crate::runtime::failure::Failure;
-use crate::runtime::scope::{KubeError, Scope, referencing};
+use crate::runtime::scope::{KubeError, Scope, referencing, shard_acquisitions};
 use crate::upstream::budget::BudgetRegistry;
 use crate::upstream::clients::{DialogUpstream, XUpstream, secret_data};
 use crate::upstream::secret::SecretString;
@@ -90,10 +90,15 @@ pub async fn run(ctx: Arc<BridgeContext>, scope: Scope) {
         .default_backoff()
         .touched_objects();
     let tag_store = reader.clone();
+    let gained = reader.clone();
     let tag_changes = watcher(tags, watcher::Config::default())
         .default_backoff()
         .touched_objects();
-    Controller::for_stream(objects, reader)
+    let mut controller = Controller::for_stream(objects, reader);
+    if scope.shards.count() > 1 {
+        controller = controller.reconcile_on(shard_acquisitions(scope.shards.clone())(gained));
+    }
+    controller
         .watches_stream(secret_changes, move |secret| {
             referencing(&store, &secret, uses_secret)
         })
@@ -134,6 +139,14 @@ async fn reconcile(
     bridge: Arc<ConversionBridge>,
     ctx: Arc<BridgeContext>,
 ) -> Result<Action, KubeError> {
+    // Another process's shard runs it (this one is woken when it gains the shard).
+    let shards = ctx.supervisor.shards();
+    let Some(_busy) = shards.enter(
+        bridge.meta().namespace.as_deref().unwrap_or_default(),
+        &bridge.name_any(),
+    ) else {
+        return Ok(Action::await_change());
+    };
     let started = std::time::Instant::now();
     let result = reconcile_once(bridge, &ctx).await;
     let outcome = match &result {
@@ -295,6 +308,7 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
             start: bridge.start_time(),
             lookback: duration("lookback", &signals.lookback)?,
             interval: duration("pollInterval", &signals.poll_interval)?,
+            phase: source::phase_of(&bridge.uid().unwrap_or_default()),
             event_type: single(type_names),
             ad_id: single(signals.ad_ids.clone()),
         },

@@ -14,13 +14,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::leadership::LeaderDirectory;
+use crate::sharding::{shard_lease, shard_of};
 
 /// Marks a request a follower forwarded.
 pub const FORWARDED: &str = "x-ctwa-forwarded";
 
-/// Hands postbacks to the leader.
+/// Hands postbacks to the leader, or with `--shards` to the holder of the bridge's shard.
 pub struct Forwarder {
     directory: LeaderDirectory,
+    /// The leader Lease's name (the shard Leases' prefix) and the shard count.
+    lease_name: String,
+    shards: u32,
     http: reqwest::Client,
 }
 
@@ -34,7 +38,11 @@ pub enum NotForwarded {
 }
 
 impl Forwarder {
-    pub fn new(directory: LeaderDirectory) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        directory: LeaderDirectory,
+        lease_name: String,
+        shards: u32,
+    ) -> anyhow::Result<Arc<Self>> {
         let http = reqwest::Client::builder()
             // Pod to pod: an egress proxy configured for the upstream APIs (HTTPS_PROXY,
             // HTTP_PROXY) must not see the postback token in the path.
@@ -42,7 +50,12 @@ impl Forwarder {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Arc::new(Forwarder { directory, http }))
+        Ok(Arc::new(Forwarder {
+            directory,
+            lease_name,
+            shards,
+            http,
+        }))
     }
 
     /// Sends one postback to the leader and returns its answer. A failed address is looked
@@ -52,11 +65,13 @@ impl Forwarder {
         segments: [&str; 3],
         body: Bytes,
     ) -> Result<Response, NotForwarded> {
+        let shard = shard_of(segments[0], segments[1], self.shards);
+        let lease = shard_lease(&self.lease_name, shard, self.shards);
         let mut refresh = false;
         loop {
             let base = self
                 .directory
-                .leader_url(refresh)
+                .holder_url(&lease, refresh)
                 .await
                 .ok_or(NotForwarded::NoLeader)?;
             let Some(url) = postback_url(&base, segments) else {

@@ -79,7 +79,7 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let supervisor = receiver.supervisor;
-    if !supervisor.is_active() {
+    if !supervisor.runs(&namespace, &bridge) {
         let message = match receiver.forwarder {
             Some(_) if headers.contains_key(FORWARDED) => {
                 "this replica is not the leader (forwarded once already); retry later"

@@ -45,6 +45,8 @@ pub struct PollSpec {
     pub start: Timestamp,
     pub lookback: Duration,
     pub interval: Duration,
+    /// Where in each interval this bridge polls, as a fraction of it (see [`phase_of`]).
+    pub phase: f64,
     /// Server-side filters, set when the spec names exactly one type or ad.
     pub event_type: Option<String>,
     pub ad_id: Option<String>,
@@ -169,6 +171,40 @@ pub async fn poll_window(
     }
 }
 
+/// A bridge's place in its poll interval, from its uid: bridges spread evenly over the
+/// interval instead of polling together, and keep their place across restarts and builds.
+pub fn phase_of(uid: &str) -> f64 {
+    (crate::runtime::digest::fnv1a(uid.bytes()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The first slot of a bridge (the instant at `phase` of its interval, by the wall clock) at
+/// or after `t`.
+pub fn slot_from(interval: Duration, phase: f64, t: Timestamp) -> Timestamp {
+    let period = i64::try_from(interval.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let offset = (phase.clamp(0.0, 1.0) * period as f64) as i64;
+    let at = t.as_millisecond();
+    let wait = (offset - at).rem_euclid(period);
+    Timestamp::from_millisecond(at.saturating_add(wait)).unwrap_or(t)
+}
+
+/// When the poll after one that started at `started` is due: the first slot at least half an
+/// interval later. A poll that ran at its slot is followed by the next slot; one that ran
+/// elsewhere (a new bridge, a retry) joins the rhythm without polling twice in a row.
+pub fn next_slot(interval: Duration, phase: f64, started: Timestamp) -> Timestamp {
+    let half = jiff::SignedDuration::try_from(interval / 2).unwrap_or_default();
+    slot_from(
+        interval,
+        phase,
+        started.saturating_add(half).unwrap_or(started),
+    )
+}
+
+fn until(t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+}
+
 /// Polls until `cancel` fires or a configuration error stops the source (then it returns and
 /// its channel closes, which stops the forwarder too).
 pub async fn poll_loop(
@@ -180,8 +216,18 @@ pub async fn poll_loop(
     bridge: &str,
 ) {
     let mut failures = 0u32;
+    // A bridge whose health is known (resumed after a restart) keeps its rhythm; one that has
+    // yet to read (new, or with a new configuration) reads at once.
+    if state.snapshot().source != SideHealth::Unknown {
+        let slot = slot_from(spec.interval, spec.phase, Timestamp::now());
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(until(slot)) => {}
+        }
+    }
     loop {
-        let (from, to) = window(spec, state.checkpoint(), Timestamp::now());
+        let started = Timestamp::now();
+        let (from, to) = window(spec, state.checkpoint(), started);
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             r = poll_window(pages, spec, from, to, &tx) => r,
@@ -193,7 +239,7 @@ pub async fn poll_loop(
                     s.source = SideHealth::Healthy;
                     s.progress.last_poll = Some(Timestamp::now());
                 });
-                spec.interval
+                until(next_slot(spec.interval, spec.phase, started))
             }
             Err(PollError::Closed) => return,
             Err(PollError::Upstream(e)) => {
@@ -247,9 +293,61 @@ mod tests {
             start: t("2026-11-01T00:00:00Z"),
             lookback: Duration::from_secs(300),
             interval: Duration::from_secs(60),
+            phase: 0.0,
             event_type: None,
             ad_id: None,
         }
+    }
+
+    #[test]
+    fn polls_keep_to_their_slot() {
+        let minute = Duration::from_secs(60);
+        let phase = 0.25; // 15 s into each minute
+        let at = |s: &str| t(s);
+        assert_eq!(
+            slot_from(minute, phase, at("2026-11-01T10:00:14Z")),
+            at("2026-11-01T10:00:15Z")
+        );
+        assert_eq!(
+            slot_from(minute, phase, at("2026-11-01T10:00:15Z")),
+            at("2026-11-01T10:00:15Z")
+        );
+        assert_eq!(
+            slot_from(minute, phase, at("2026-11-01T10:00:16Z")),
+            at("2026-11-01T10:01:15Z")
+        );
+        // A poll at its slot (however long it took): the next slot.
+        assert_eq!(
+            next_slot(minute, phase, at("2026-11-01T10:00:15Z")),
+            at("2026-11-01T10:01:15Z")
+        );
+        // A poll just before its slot (a new bridge, a retry): not again a moment later.
+        assert_eq!(
+            next_slot(minute, phase, at("2026-11-01T10:00:10Z")),
+            at("2026-11-01T10:01:15Z")
+        );
+        // Less than half an interval before the slot: the one after (at most 1.5 intervals).
+        assert_eq!(
+            next_slot(minute, phase, at("2026-11-01T10:00:50Z")),
+            at("2026-11-01T10:02:15Z")
+        );
+    }
+
+    #[test]
+    fn bridges_spread_over_the_interval() {
+        // 2,000 bridges polling every minute: how many poll in the busiest second, against
+        // the mean of 2,000 / 60.
+        let mut per_second = [0u32; 60];
+        for i in 0..2000 {
+            let uid = format!("6f1c2a3e-{i:04x}-4b5c-8d9e-0a1b2c3d4e5f");
+            let phase = phase_of(&uid);
+            assert!((0.0..1.0).contains(&phase));
+            per_second[(phase * 60.0) as usize] += 1;
+        }
+        let max = *per_second.iter().max().unwrap() as f64;
+        let mean = 2000.0 / 60.0;
+        assert!(max / mean <= 2.0, "max/mean {}: {per_second:?}", max / mean);
+        assert_eq!(phase_of("a-uid"), phase_of("a-uid"), "stable");
     }
 
     #[test]

@@ -20,11 +20,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::dedupe::SeenSet;
-use super::state::{BridgeState, Phase, Progress, SideHealth, Snapshot};
+use super::state::{
+    BridgeState, DESTINATION_HEALTHY, Phase, Progress, SOURCE_HEALTHY, SideHealth, Snapshot,
+};
 use super::worker::{self, SharedSeen, WorkerConfig};
 use crate::api::{ConversionBridge, ConversionBridgeStatus};
 use crate::metrics::Metrics;
 use crate::runtime::conditions::{READY, find};
+use crate::sharding::Shards;
 use crate::upstream::secret::SecretString;
 
 /// Events a postback queue holds before the receiver answers 503.
@@ -129,6 +132,8 @@ pub struct Supervisor {
     entries: Mutex<HashMap<(String, String), Entry>>,
     /// Only the leader takes postbacks.
     active: AtomicBool,
+    /// ...and of them, those for bridges of the shards this process holds.
+    shards: Arc<Shards>,
     /// The bridge controllers' caches (one per watched namespace), to tell a bridge that
     /// does not exist from one not started yet.
     catalogs: Mutex<Vec<reflector::Store<ConversionBridge>>>,
@@ -141,6 +146,7 @@ impl Supervisor {
         metrics: Arc<Metrics>,
         status_interval: Duration,
         max_seen_ids: usize,
+        shards: Arc<Shards>,
     ) -> Arc<Self> {
         Arc::new(Supervisor {
             kube,
@@ -150,6 +156,7 @@ impl Supervisor {
             max_seen_ids,
             entries: Mutex::new(HashMap::new()),
             active: AtomicBool::new(false),
+            shards,
             catalogs: Mutex::new(Vec::new()),
         })
     }
@@ -212,12 +219,17 @@ impl Supervisor {
                 {
                     return;
                 }
+                // A new configuration is unknown until it has been tried; the first worker
+                // of a process keeps the health an earlier process reported for this
+                // generation (no Ready flip on a restart; the worker keeps its poll slot).
+                if entry.worker.is_some() {
+                    entry.state.update(|s| {
+                        s.source = SideHealth::Unknown;
+                        s.destination = SideHealth::Unknown;
+                    });
+                }
                 entry.retire_worker();
-                entry.state.update(|s| {
-                    s.phase = Phase::Running;
-                    s.source = SideHealth::Unknown;
-                    s.destination = SideHealth::Unknown;
-                });
+                entry.state.update(|s| s.phase = Phase::Running);
                 let (tx, rx) = mpsc::channel(POSTBACK_QUEUE);
                 let (cancel, drain) = (CancellationToken::new(), CancellationToken::new());
                 let previous = entry.retiring.take();
@@ -256,8 +268,8 @@ impl Supervisor {
         let state = Arc::new(BridgeState::new(Snapshot {
             generation: bridge.meta().generation,
             phase: Phase::Running,
-            source: SideHealth::Unknown,
-            destination: SideHealth::Unknown,
+            source: healthy_before(bridge, SOURCE_HEALTHY),
+            destination: healthy_before(bridge, DESTINATION_HEALTHY),
             postback_path: None,
             progress: Progress::resume(bridge.status.as_ref(), bridge.start_time()),
         }));
@@ -309,6 +321,15 @@ impl Supervisor {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Whether this process runs bridge `namespace/name` (or would, once it exists).
+    pub fn runs(&self, namespace: &str, name: &str) -> bool {
+        self.is_active() && self.shards.holds(namespace, name)
+    }
+
+    pub fn shards(&self) -> Arc<Shards> {
+        self.shards.clone()
+    }
+
     pub fn set_active(&self, active: bool) {
         self.active.store(active, Ordering::Release);
     }
@@ -342,6 +363,7 @@ impl Supervisor {
                 && catalog.state().iter().all(|bridge| {
                     let key = (bridge.namespace().unwrap_or_default(), bridge.name_any());
                     bridge.meta().deletion_timestamp.is_some()
+                        || !self.shards.holds(&key.0, &key.1)
                         || entries
                             .get(&key)
                             .is_some_and(|e| Some(&e.uid) == bridge.uid().as_ref())
@@ -366,7 +388,36 @@ impl Supervisor {
     /// Shutdown: every worker delivers what it holds (for at most `grace`, then it is
     /// stopped), and every bridge's status, with its checkpoint, is written one last time.
     pub async fn drain(&self, grace: Duration) {
-        let entries: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
+        self.drain_where(grace, |_| true).await;
+    }
+
+    /// Stops the bridges of `shard` (handed over or lost): drained as on SIGTERM, or at once
+    /// when `now` (another process may run them already).
+    pub async fn stop_shard(&self, shard: u32, grace: Duration) {
+        let shards = self.shards.clone();
+        let stopped = self
+            .drain_where(grace, move |(ns, name)| shards.of(ns, name) == shard)
+            .await;
+        // Their series are the new holder's to export now.
+        for (ns, name) in stopped {
+            self.metrics.forget_bridge(&ns, &name);
+        }
+    }
+
+    /// Stops the bridges `pick` selects: they deliver what they read (for at most `grace`)
+    /// and write their final status, and are forgotten. Returns which ones.
+    async fn drain_where(
+        &self,
+        grace: Duration,
+        pick: impl Fn(&(String, String)) -> bool,
+    ) -> Vec<(String, String)> {
+        let (keys, entries): (Vec<_>, Vec<Entry>) = {
+            let mut all = self.lock();
+            let keys: Vec<_> = all.keys().filter(|k| pick(k)).cloned().collect();
+            keys.into_iter()
+                .filter_map(|k| all.remove(&k).map(|e| (k, e)))
+                .unzip()
+        };
         let mut workers = Vec::new();
         for entry in &entries {
             if let Some(w) = &entry.worker {
@@ -396,6 +447,7 @@ impl Supervisor {
         {
             tracing::warn!("final bridge status writes did not finish");
         }
+        keys
     }
 
     /// Writes `status` when the state changed, at most once per `status_interval`.
@@ -524,6 +576,20 @@ impl Supervisor {
 }
 
 /// Lag moves every second; writing it alone would churn the object.
+/// `Healthy` when the bridge's status reports condition `type_` True for its generation.
+fn healthy_before(bridge: &ConversionBridge, type_: &str) -> SideHealth {
+    let status = bridge.status.as_ref();
+    let current = status.is_some_and(|s| s.common.observed_generation == bridge.meta().generation);
+    let healthy = status
+        .and_then(|s| find(&s.common.conditions, type_))
+        .is_some_and(|c| c.status == "True");
+    if current && healthy {
+        SideHealth::Healthy
+    } else {
+        SideHealth::Unknown
+    }
+}
+
 fn same_ignoring_lag(old: Option<&ConversionBridgeStatus>, new: &ConversionBridgeStatus) -> bool {
     old.is_some_and(|old| {
         let mut old = old.clone();

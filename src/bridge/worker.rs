@@ -117,9 +117,36 @@ fn lock(seen: &Mutex<SeenSet>) -> MutexGuard<'_, SeenSet> {
     seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Pending {
-    id: String,
-    conversion: Conversion,
+/// Conversions on their way to X, with the event ids they came from (`ids[i]` is the id of
+/// `conversions[i]`): the request body is made from `conversions` as they are.
+#[derive(Default)]
+struct Batch {
+    ids: Vec<String>,
+    conversions: Vec<Conversion>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn push(&mut self, id: String, conversion: Conversion) {
+        self.ids.push(id);
+        self.conversions.push(conversion);
+    }
+}
+
+/// Events taken since the counts were last published: a metrics label lookup and a status
+/// update per event would cost more than the event itself, so they go out per page and
+/// per batch.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    duplicate: u64,
 }
 
 /// Batches sent to X at the same time. One request at a time would leave the bridge waiting
@@ -137,8 +164,8 @@ struct Shipper<'a> {
 
 impl<'a> Shipper<'a> {
     /// Delivers `batch`; true when every conversion in it was accepted or refused by X.
-    async fn ship(self, batch: Vec<Pending>, cancel: CancellationToken) -> bool {
-        let conversions: Vec<Conversion> = batch.iter().map(|p| p.conversion.clone()).collect();
+    async fn ship(self, batch: Batch, cancel: CancellationToken) -> bool {
+        let Batch { ids, conversions } = batch;
         let mut sink = XSink {
             client: &self.config.x,
             pixel: &self.config.pixel_id,
@@ -156,15 +183,15 @@ impl<'a> Shipper<'a> {
             let part = self
                 .deliver(
                     &mut sink,
-                    &batch[start..start + n],
+                    &ids[start..start + n],
                     &conversions[start..start + n],
                     &cancel,
                 )
                 .await;
-            self.record(&part, &batch[start..start + n]);
+            self.record(&part, &ids[start..start + n]);
             if !part.settled() {
                 let mut seen = lock(self.seen);
-                batch[start + n..].iter().for_each(|p| seen.unsettle(&p.id));
+                ids[start + n..].iter().for_each(|id| seen.unsettle(id));
                 return false;
             }
             start += n;
@@ -177,7 +204,7 @@ impl<'a> Shipper<'a> {
     async fn deliver(
         self,
         sink: &mut XSink<'_>,
-        sent: &[Pending],
+        sent: &[String],
         conversions: &[Conversion],
         cancel: &CancellationToken,
     ) -> Delivery {
@@ -197,7 +224,7 @@ impl<'a> Shipper<'a> {
                 let n = range.len();
                 {
                     let mut seen = lock(self.seen);
-                    sent[range].iter().for_each(|p| seen.settle(&p.id));
+                    sent[range].iter().for_each(|id| seen.settle(id));
                 }
                 self.metrics.bridge_batch(ns, name, "sent");
                 self.metrics.bridge_events(ns, name, "forwarded", n as u64);
@@ -214,17 +241,17 @@ impl<'a> Shipper<'a> {
 
     /// Rejections, what was left unsent, and destination health after delivering `sent` (what
     /// X accepted was reported as it happened).
-    fn record(self, d: &Delivery, sent: &[Pending]) {
+    fn record(self, d: &Delivery, sent: &[String]) {
         let (ns, name) = (&self.config.namespace, &self.config.name);
         for _ in 0..d.requests_rejected {
             self.metrics.bridge_batch(ns, name, "rejected");
         }
         {
             let mut seen = lock(self.seen);
-            for (pending, fate) in sent.iter().zip(&d.fates) {
+            for (id, fate) in sent.iter().zip(&d.fates) {
                 match fate {
-                    Fate::Unsent => seen.unsettle(&pending.id),
-                    Fate::Rejected(_) => seen.settle(&pending.id),
+                    Fate::Unsent => seen.unsettle(id),
+                    Fate::Rejected(_) => seen.settle(id),
                     Fate::Forwarded => {}
                 }
             }
@@ -235,7 +262,7 @@ impl<'a> Shipper<'a> {
         let now = Timestamp::now();
         self.state.update(|s| {
             for (index, message) in d.rejected() {
-                s.progress.reject(&sent[index].id, message, now);
+                s.progress.reject(&sent[index], message, now);
             }
             match &d.stalled {
                 Some((reason, message)) => {
@@ -257,7 +284,8 @@ struct Forwarder<'a> {
     state: &'a BridgeState,
     metrics: &'a Metrics,
     seen: &'a Mutex<SeenSet>,
-    batch: Vec<Pending>,
+    batch: Batch,
+    tally: Tally,
     /// When the partial batch must go out.
     deadline: Option<Instant>,
     /// Deliveries under way; each resolves to its batch number and whether it settled.
@@ -294,7 +322,8 @@ impl<'a> Forwarder<'a> {
             state,
             metrics,
             seen,
-            batch: Vec::new(),
+            batch: Batch::default(),
+            tally: Tally::default(),
             deadline: None,
             in_flight: FuturesUnordered::new(),
             shipped: 0,
@@ -324,7 +353,10 @@ impl<'a> Forwarder<'a> {
             self.poll_first = !poll_first;
             let flow = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => {
+                    self.publish();
+                    return;
+                }
                 _ = drain.cancelled() => {
                     stop_polling.cancel();
                     self.drain(polled, postbacks, cancel).await;
@@ -342,6 +374,7 @@ impl<'a> Forwarder<'a> {
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => self.flush(cancel).await,
                 _ = evict.tick() => {
+                    self.publish();
                     self.evict();
                     Flow::Continue
                 }
@@ -430,6 +463,7 @@ impl<'a> Forwarder<'a> {
     /// A marker: the checkpoint may move once what was read before it is settled, that is
     /// the open batch (which will be the next one shipped) and every batch already shipped.
     fn mark(&mut self, at: Timestamp) {
+        self.publish();
         let after = self.shipped + u64::from(!self.batch.is_empty());
         if after <= self.finished {
             self.advance(at);
@@ -441,6 +475,26 @@ impl<'a> Forwarder<'a> {
         } else {
             self.markers.push_back((after, at));
         }
+    }
+
+    /// The counts of the events taken since the last time, to metrics and status.
+    fn publish(&mut self) {
+        let Tally {
+            received,
+            duplicate,
+        } = std::mem::take(&mut self.tally);
+        if received == 0 && duplicate == 0 {
+            return;
+        }
+        for (outcome, n) in [("received", received), ("duplicate", duplicate)] {
+            if n > 0 {
+                self.count(outcome, n);
+            }
+        }
+        self.state.update(|s| {
+            s.progress.received += received as i64;
+            s.progress.duplicate += duplicate as i64;
+        });
     }
 
     fn count(&self, outcome: &str, n: u64) {
@@ -473,8 +527,7 @@ impl<'a> Forwarder<'a> {
         match offer {
             Offer::Reread => return Flow::Continue,
             Offer::Duplicate => {
-                self.state.update(|s| s.progress.duplicate += 1);
-                self.count("duplicate", 1);
+                self.tally.duplicate += 1;
                 return Flow::Continue;
             }
             Offer::New | Offer::Retry => {}
@@ -483,13 +536,12 @@ impl<'a> Forwarder<'a> {
             Mapped::Convert { id, conversion, .. } => {
                 // A retried list copy of a rejected postback was counted as received already.
                 if offer == Offer::New {
-                    self.count("received", 1);
-                    self.state.update(|s| s.progress.received += 1);
+                    self.tally.received += 1;
                 }
                 if self.batch.is_empty() {
                     self.deadline = Some(Instant::now() + self.config.flush_interval);
                 }
-                self.batch.push(Pending { id, conversion });
+                self.batch.push(id, conversion);
             }
             Mapped::Reject { reason, .. } => {
                 {
@@ -553,6 +605,7 @@ impl<'a> Forwarder<'a> {
 
     /// Hands the batch to a delivery; waits for the oldest one while too many are under way.
     async fn flush(&mut self, cancel: &CancellationToken) -> Flow {
+        self.publish();
         self.deadline = None;
         let batch = std::mem::take(&mut self.batch);
         self.shipped += 1;
@@ -599,6 +652,7 @@ impl<'a> Forwarder<'a> {
     }
 
     async fn settle_all(&mut self) {
+        self.publish();
         while let Some((batch, settled)) = self.in_flight.next().await {
             self.settle(batch, settled);
         }

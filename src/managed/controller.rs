@@ -18,7 +18,7 @@ use super::ownership::Peers;
 use super::reconciler::{Context, error_policy, reconcile};
 use super::resource::{Managed, uses_secret};
 use crate::api::{EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION};
-use crate::runtime::scope::{Scope, Trigger, referencing};
+use crate::runtime::scope::{Scope, Trigger, referencing, shard_acquisitions};
 
 /// What triggers a reconcile: the spec (generation), deletion and the annotations the user
 /// steers with. The operator's own status writes change none of these, so they never
@@ -70,9 +70,14 @@ where
         scope.resync,
         scope.metrics.clone(),
         peers,
+        scope.shards.clone(),
     ));
 
     let mut controller = Controller::for_stream(objects, reader.clone()).reconcile_on(released);
+    let mut triggers = triggers;
+    if scope.shards.count() > 1 {
+        triggers.push(shard_acquisitions(scope.shards.clone()));
+    }
     for trigger in triggers {
         controller = controller.reconcile_on(trigger(reader.clone()));
     }

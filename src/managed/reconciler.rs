@@ -28,6 +28,7 @@ use crate::runtime::backoff::KeyedBackoff;
 use crate::runtime::conditions::{Health, Reason};
 use crate::runtime::failure::Failure;
 use crate::runtime::scope::KubeError;
+use crate::sharding::Shards;
 
 /// How often an object refused as `AlreadyManaged` looks again (no upstream calls), besides
 /// being woken when the owner lets go.
@@ -44,6 +45,8 @@ pub struct Context<K: Managed, A> {
     pub metrics: Arc<Metrics>,
     /// Every object of this kind in every watched namespace, for ownership.
     pub peers: Arc<Peers<K>>,
+    /// Only objects of the shards this process holds are reconciled here.
+    pub shards: Arc<Shards>,
     credentials: Credentials,
     /// Notices already given once per object (a pause, an unusable annotation value).
     noted: Mutex<HashSet<String>>,
@@ -62,6 +65,7 @@ impl<K: Managed, A> Context<K, A> {
         resync: Duration,
         metrics: Arc<Metrics>,
         peers: Arc<Peers<K>>,
+        shards: Arc<Shards>,
     ) -> Self {
         Self {
             client,
@@ -71,6 +75,7 @@ impl<K: Managed, A> Context<K, A> {
             resync,
             metrics,
             peers,
+            shards,
             credentials: Credentials::default(),
             noted: Mutex::new(HashSet::new()),
             echoes: Mutex::new(HashMap::new()),
@@ -126,6 +131,14 @@ where
     K: Managed,
     A: ExternalResource<K>,
 {
+    // Another process's shard: it reconciles the object (this one is woken when it gains
+    // the shard). Nothing is counted: nothing was done.
+    let Some(_busy) = ctx.shards.enter(
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        &obj.name_any(),
+    ) else {
+        return Ok(Action::await_change());
+    };
     let started = std::time::Instant::now();
     let (result, outcome) = match reconcile_once(&obj, &ctx).await {
         Ok((action, outcome)) => (Ok(action), outcome),

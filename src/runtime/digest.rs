@@ -12,3 +12,11 @@ pub fn sha256_hex(value: &str) -> String {
     }
     text.iter().copied().map(char::from).collect()
 }
+
+/// FNV-1a, 64 bit: a hash that stays the same across builds and processes (the std hasher
+/// does not promise that), for places and shards that every replica must agree on.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -10,6 +10,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::sharding::Shards;
+use tokio::sync::broadcast;
 
 /// Extra reconcile triggers of a kind, built from the kind's own cache (e.g. "the postbacks
 /// that reference this keyword").
@@ -26,6 +28,8 @@ pub struct Scope {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the process stops (SIGTERM) or loses its leader lease.
     pub shutdown: CancellationToken,
+    /// The shards this process works on (all of them without `--shards`).
+    pub shards: Arc<Shards>,
 }
 
 impl Scope {
@@ -95,6 +99,49 @@ where
             .predicate_filter(significant, Default::default())
             .filter_map(|r| std::future::ready(r.ok()))
             .flat_map(move |changed| futures::stream::iter(referencing(&store, &changed, refers)))
+            .boxed()
+    })
+}
+
+/// Reconciles every object of a shard this process has just acquired: it may have changed
+/// while another process held the shard, or while nobody did.
+pub fn shard_acquisitions<K>(shards: Arc<Shards>) -> Trigger<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    use futures::StreamExt;
+    Box::new(move |store: Store<K>| {
+        let acquired = futures::stream::unfold(
+            (shards.acquisitions(), shards.clone()),
+            |(mut rx, shards)| async move {
+                let gained = match rx.recv().await {
+                    Ok(shard) => vec![shard],
+                    // Missed some: every shard held now.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        shards.held().into_iter().collect()
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((futures::stream::iter(gained), (rx, shards)))
+            },
+        );
+        acquired
+            .flatten()
+            .flat_map(move |shard| {
+                let refs: Vec<ObjectRef<K>> = store
+                    .state()
+                    .iter()
+                    .filter(|o| {
+                        let m = o.meta();
+                        shards.of(
+                            m.namespace.as_deref().unwrap_or_default(),
+                            m.name.as_deref().unwrap_or_default(),
+                        ) == shard
+                    })
+                    .map(|o| ObjectRef::from_obj(o.as_ref()))
+                    .collect();
+                futures::stream::iter(refs)
+            })
             .boxed()
     })
 }

@@ -113,6 +113,7 @@ impl Env {
             shutdown_grace: Duration::from_secs(20),
             bridge_max_seen_ids: ctwa_operator::bridge::dedupe::DEFAULT_MAX_SEEN_IDS,
             signals_requests_per_second: 10,
+            shards: 1,
         }
     }
 
