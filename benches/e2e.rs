@@ -371,10 +371,12 @@ async fn throughput() {
          | batch fill ratio | {:.3} |\n\
          | events-list pages read | {pages} |\n\
          | operator CPU time | {cpu:.1} s |\n\
+         | operator CPU per forwarded event | **{:.2} µs** |\n\
          | operator peak RSS | {peak:.1} MiB |\n",
         elapsed.as_secs_f64(),
         events_total as f64 / elapsed.as_secs_f64(),
         received as f64 / (requests.max(1) * 500) as f64,
+        cpu * 1e6 / events_total as f64,
     );
     write_section("4-throughput", &md);
     let rate = events_total as f64 / elapsed.as_secs_f64();
@@ -391,6 +393,11 @@ async fn throughput() {
                 "at least 99% batch fill with a backlog",
                 format!("{:.1} %", fill * 100.0),
                 fill >= 0.99,
+            ),
+            (
+                "at most 3 µs operator CPU per forwarded event",
+                format!("{:.2} µs", cpu * 1e6 / events_total as f64),
+                cpu * 1e6 / events_total as f64 <= 3.0,
             ),
         ],
     );

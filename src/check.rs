@@ -29,6 +29,8 @@ pub struct CheckConfig {
     pub timeout: Duration,
     /// The leader Lease (namespace, name), when leader election is on.
     pub lease: Option<(String, String)>,
+    /// `--shards`: above 1, the shard and member Leases (any name in that namespace, listed).
+    pub shards: u32,
 }
 
 /// One answer.
@@ -92,26 +94,25 @@ pub async fn run(client: &kube::Client, config: &CheckConfig) -> Vec<Finding> {
         findings.extend(permissions(client, scope.as_deref(), required_permissions(), "").await);
     }
     if let Some((namespace, name)) = &config.lease {
-        let lease = ["get", "update", "patch"].map(|verb| {
+        // With shards the Leases' names are not known in advance (one per replica).
+        let (resource, verbs, purpose): (String, &[&str], &str) = if config.shards > 1 {
             (
-                "coordination.k8s.io",
-                format!("leases/{LEASE_NAME}{name}"),
-                verb,
+                "leases".into(),
+                &["get", "list", "update", "patch"],
+                " for the shard Leases",
             )
-        });
-        let needed =
-            lease
-                .into_iter()
-                .chain([("coordination.k8s.io", "leases".to_string(), "create")]);
-        findings.extend(
-            permissions(
-                client,
-                Some(namespace),
-                needed.collect(),
+        } else {
+            (
+                format!("leases/{LEASE_NAME}{name}"),
+                &["get", "update", "patch"],
                 " for the leader Lease",
             )
-            .await,
-        );
+        };
+        let needed = verbs
+            .iter()
+            .map(|verb| ("coordination.k8s.io", resource.clone(), *verb))
+            .chain([("coordination.k8s.io", "leases".to_string(), "create")]);
+        findings.extend(permissions(client, Some(namespace), needed.collect(), purpose).await);
     }
     for scope in &scopes {
         findings.extend(referenced_secrets(client, scope.as_deref()).await);

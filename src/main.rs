@@ -68,6 +68,10 @@ struct CheckArgs {
     /// Namespace of the leader Lease (default: POD_NAMESPACE).
     #[arg(long, env = "CTWA_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
+    /// With `--lease-name`: the operator runs with `--shards` this many (the shard and member
+    /// Leases are checked instead of the leader Lease).
+    #[arg(long, env = "CTWA_SHARDS", default_value_t = 1)]
+    shards: u32,
     /// How long each upstream API may take to answer.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: std::time::Duration,
@@ -91,6 +95,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<bool> {
         ],
         timeout: args.timeout,
         lease,
+        shards: args.shards,
     };
     let findings = ctwa_operator::check::run(&client, &config).await;
     for finding in &findings {

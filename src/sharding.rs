@@ -214,11 +214,25 @@ pub async fn keep(
     let member = start_lease(&client, lease, &member_lease(&lease.name, &lease.identity)).await?;
     let tick = (lease.duration / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut taking: HashMap<u32, Held1> = HashMap::new();
+    let mut blocked: Option<String> = None;
     tracing::info!(shards = config.count, identity = %lease.identity, "taking a fair share of the shards");
     loop {
         match leases.list(&ListParams::default()).await {
             Ok(list) => {
                 let view = View::of(&list.items, lease, config.count);
+                if view.announce {
+                    announce(&leases, lease, config.count).await;
+                }
+                if view.blocked != blocked {
+                    match &view.blocked {
+                        Some(why) => tracing::warn!(%why, "holding no shard"),
+                        None if blocked.is_some() => {
+                            tracing::info!("taking a share of the shards again")
+                        }
+                        None => {}
+                    }
+                    blocked = view.blocked.clone();
+                }
                 step(&client, &config, &shards, &stop_shard, &view, &mut taking).await;
                 metrics.set_shards_held(shards.held().len());
             }
@@ -239,49 +253,113 @@ pub async fn keep(
     Ok(())
 }
 
-/// What the Leases say: the live members and who holds each shard.
+/// The shard count a replica announces on its member Lease.
+pub const SHARDS_ANNOTATION: &str = "ctwa.dev/shards";
+
+/// A live holder of a Lease.
+struct Holder {
+    identity: String,
+    /// When it took the Lease: the longest-running member decides the shard count.
+    since: SystemTime,
+}
+
+fn live_holder(lease: &Lease, now: SystemTime) -> Option<Holder> {
+    let spec = lease.spec.as_ref()?;
+    let identity = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    let renewed = spec.renew_time.as_ref()?.0;
+    let seconds = u64::try_from(spec.lease_duration_seconds?).ok()?;
+    let until = SystemTime::from(renewed) + Duration::from_secs(seconds);
+    let since = spec
+        .acquire_time
+        .as_ref()
+        .map(|t| SystemTime::from(t.0))
+        .unwrap_or(SystemTime::from(renewed));
+    (until > now).then_some(Holder { identity, since })
+}
+
+/// What the Leases say: the live members, who holds each shard, and whether this process
+/// may hold shards at all.
 struct View {
+    /// Live members sharding like this process, sorted: they deal the shards out.
     members: Vec<String>,
     /// Shard → its live holder.
     holders: HashMap<u32, String>,
+    /// Why this process must hold nothing now, if it must: replicas with another shard
+    /// count (a rollout that changes `--shards`) or a leader of `--shards 1` are running,
+    /// and they were there first.
+    blocked: Option<String>,
+    /// This process's member Lease lacks its shard count.
+    announce: bool,
 }
 
 impl View {
     fn of(items: &[Lease], lease: &LeaseConfig, count: u32) -> Self {
         let now = SystemTime::now();
-        let live_holder = |l: &Lease| -> Option<String> {
-            let spec = l.spec.as_ref()?;
-            let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
-            let renewed = spec.renew_time.as_ref()?.0;
-            let seconds = u64::try_from(spec.lease_duration_seconds?).ok()?;
-            let until = SystemTime::from(renewed) + Duration::from_secs(seconds);
-            (until > now).then_some(holder)
+        let named = |name: &str| {
+            items
+                .iter()
+                .find(|l| l.metadata.name.as_deref() == Some(name))
         };
         let member_prefix = format!("{}-member-", lease.name);
-        let mut members: Vec<String> = items
-            .iter()
-            .filter(|l| {
-                l.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with(&member_prefix))
-            })
-            .filter_map(live_holder)
-            .collect();
-        // This process counts from the start, before its own member Lease is seen.
-        members.push(lease.identity.clone());
+        let own = member_lease(&lease.name, &lease.identity);
+        let mut members = vec![lease.identity.clone()];
+        // The longest-running member (and its count) among those that announced one.
+        let mut eldest: Option<(SystemTime, String, u32)> = None;
+        let mut announce = true;
+        for l in items {
+            let name = l.metadata.name.as_deref().unwrap_or_default();
+            if !name.starts_with(&member_prefix) {
+                continue;
+            }
+            let announced = l
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SHARDS_ANNOTATION))
+                .and_then(|v| v.parse::<u32>().ok());
+            if name == own {
+                announce = announced != Some(count);
+            }
+            let (Some(holder), Some(theirs)) = (live_holder(l, now), announced) else {
+                continue;
+            };
+            if theirs == count {
+                members.push(holder.identity.clone());
+            }
+            let key = (holder.since, holder.identity.clone(), theirs);
+            if eldest
+                .as_ref()
+                .is_none_or(|e| (key.0, &key.1) < (e.0, &e.1))
+            {
+                eldest = Some(key);
+            }
+        }
         members.sort();
         members.dedup();
+        let mut blocked =
+            eldest
+                .filter(|(_, _, theirs)| *theirs != count)
+                .map(|(_, who, theirs)| {
+                    format!("{who} runs with --shards {theirs} and was there first")
+                });
+        if let Some(leader) = named(&lease.name).and_then(|l| live_holder(l, now)) {
+            blocked = Some(format!(
+                "{} leads with --shards 1 (Lease {})",
+                leader.identity, lease.name
+            ));
+        }
         let holders = (0..count)
             .filter_map(|shard| {
-                let name = shard_lease(&lease.name, shard, count);
-                let l = items
-                    .iter()
-                    .find(|l| l.metadata.name.as_deref() == Some(&name))?;
-                live_holder(l).map(|h| (shard, h))
+                let holder = live_holder(named(&shard_lease(&lease.name, shard, count))?, now)?;
+                Some((shard, holder.identity))
             })
             .collect();
-        View { members, holders }
+        View {
+            members,
+            holders,
+            blocked,
+            announce,
+        }
     }
 }
 
@@ -297,7 +375,7 @@ async fn step(
 ) {
     let me = config.lease.identity.as_str();
     for shard in 0..config.count {
-        let wanted = assignee(&view.members, shard) == Some(me);
+        let wanted = view.blocked.is_none() && assignee(&view.members, shard) == Some(me);
         let holds = shards.held().contains(&shard);
         match (wanted, taking.contains_key(&shard)) {
             (true, false) => {
@@ -353,6 +431,22 @@ async fn step(
                 release(held).await;
             }
         }
+    }
+}
+
+/// Writes this process's shard count on its member Lease (its own annotation, merged, so
+/// the lease manager's writes of `spec` keep it).
+async fn announce(leases: &Api<Lease>, lease: &LeaseConfig, count: u32) {
+    let patch = kube::api::Patch::Merge(serde_json::json!({
+        "metadata": {"annotations": {SHARDS_ANNOTATION: count.to_string()}}
+    }));
+    let params = kube::api::PatchParams {
+        field_manager: Some("ctwa-operator-shards".into()),
+        ..Default::default()
+    };
+    let name = member_lease(&lease.name, &lease.identity);
+    if let Err(e) = leases.patch(&name, &params, &patch).await {
+        tracing::debug!(error = %e, "announcing the shard count failed; retrying");
     }
 }
 
@@ -435,6 +529,74 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         );
         assert!(member_lease("ctwa", &"x".repeat(400)).len() <= 253);
+    }
+
+    fn lease(name: &str, holder: &str, since_secs_ago: u64, shards: Option<u32>) -> Lease {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let ago =
+            |s: u64| MicroTime(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s as i64));
+        Lease {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                annotations: shards
+                    .map(|n| [(SHARDS_ANNOTATION.to_string(), n.to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+                holder_identity: Some(holder.into()),
+                acquire_time: Some(ago(since_secs_ago)),
+                renew_time: Some(ago(1)),
+                lease_duration_seconds: Some(15),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn config(identity: &str) -> LeaseConfig {
+        LeaseConfig {
+            namespace: "ns".into(),
+            name: "ctwa".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(15),
+            postback_url: None,
+        }
+    }
+
+    #[test]
+    fn replicas_with_another_shard_count_that_came_first_keep_the_work() {
+        let old = lease(&member_lease("ctwa", "old-1"), "old-1", 600, Some(6));
+        let new = lease(&member_lease("ctwa", "new-1"), "new-1", 5, Some(4));
+        let leases = [old.clone(), new.clone()];
+        let for_new = View::of(&leases, &config("new-1"), 4);
+        assert!(
+            for_new.blocked.as_deref().unwrap().contains("old-1"),
+            "the newcomer waits"
+        );
+        assert!(!for_new.announce);
+        let for_old = View::of(&leases, &config("old-1"), 6);
+        assert!(for_old.blocked.is_none(), "the replicas there first go on");
+        assert_eq!(
+            for_old.members,
+            ["old-1"],
+            "the newcomer gets no share of theirs"
+        );
+
+        // A member that has not announced its count yet neither decides nor shares.
+        let quiet = lease(&member_lease("ctwa", "a-1"), "a-1", 900, None);
+        let view = View::of(&[quiet, new.clone()], &config("new-1"), 4);
+        assert!(view.blocked.is_none());
+        assert_eq!(view.members, ["new-1"]);
+
+        // A leader of --shards 1 holds everything: nobody shards beside it.
+        let leader = lease("ctwa", "solo-1", 60, None);
+        let view = View::of(&[leader, new], &config("new-1"), 4);
+        assert!(view.blocked.as_deref().unwrap().contains("solo-1"));
+        // Expired leases count for nothing.
+        let mut gone = lease(&member_lease("ctwa", "old-1"), "old-1", 600, Some(6));
+        gone.spec.as_mut().unwrap().lease_duration_seconds = Some(0);
+        let view = View::of(&[gone], &config("new-1"), 4);
+        assert!(view.blocked.is_none());
+        assert!(view.announce, "its own member Lease is not listed yet");
     }
 
     #[tokio::test]

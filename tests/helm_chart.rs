@@ -266,6 +266,7 @@ fn assert_check_pod_matches_operator(docs: &[Value]) {
             "--namespace=",
             "--leader-election-namespace=",
             "--lease-name=",
+            "--shards=",
         ]
         .iter()
         .any(|p| a.starts_with(p))
@@ -281,6 +282,7 @@ fn assert_check_pod_matches_operator(docs: &[Value]) {
     assert_eq!(
         expected.len(),
         3 + 2 * lease
+            + usize::from(operator_args_have(operator, "--shards=6"))
             + args
                 .iter()
                 .filter(|a| a.starts_with("--namespace="))
@@ -453,6 +455,48 @@ async fn the_chart_lints_renders_and_validates_on_the_api_server() {
     assert!(
         crds.iter()
             .all(|c| c["metadata"]["annotations"]["helm.sh/resource-policy"].is_null())
+    );
+
+    // Sharded: the flag, Leases the replicas list and take (shard and member Leases, in the
+    // release namespace only), a budget that moves one replica's shards at a time.
+    let rendered = template(&helm, "ctwa-chart-default", &["shards=6", "replicaCount=3"]).unwrap();
+    dry_run(&rendered);
+    let docs = documents(&rendered);
+    assert_least_privilege(&docs);
+    assert_check_pod_matches_operator(&docs);
+    let args = strs(&deployment_pod(&docs)["containers"][0]["args"]);
+    assert!(args.contains(&"--shards=6"), "{args:?}");
+    let lease_role = named(&docs, "Role", &format!("{FULLNAME}-leader-election"));
+    assert_eq!(lease_role["metadata"]["namespace"], "ctwa-chart-default");
+    let lease_rules = lease_role["rules"].as_array().unwrap();
+    assert!(lease_rules.iter().any(|r| {
+        strs(&r["resources"]) == ["leases"]
+            && strs(&r["verbs"]) == ["get", "list", "update", "patch"]
+    }));
+    assert!(
+        lease_rules
+            .iter()
+            .all(|r| !strs(&r["verbs"]).contains(&"delete")),
+        "{lease_rules:?}"
+    );
+    assert_eq!(
+        named(&docs, "PodDisruptionBudget", FULLNAME)["spec"]["maxUnavailable"],
+        1
+    );
+    let refused = template(
+        &helm,
+        "ctwa-chart-default",
+        &["shards=6", "leaderElection.enabled=false"],
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("shards above 1 needs leaderElection.enabled"),
+        "{refused}"
+    );
+    let default = template(&helm, "ctwa-chart-default", &[]).unwrap();
+    assert!(
+        !default.contains("--shards"),
+        "one shard: no flag, as before"
     );
 
     // Every optional part switched on, scoped to two namespaces.

@@ -28,6 +28,7 @@ struct Process {
     child: Child,
     name: String,
     metrics: SocketAddr,
+    postbacks: SocketAddr,
 }
 
 impl Drop for Process {
@@ -40,6 +41,10 @@ impl Drop for Process {
 /// One operator process named `name` (its POD_NAME), with its own metrics and postback
 /// addresses, holding its share of the shards.
 fn start(env: &Env, name: &str) -> Process {
+    start_with(env, name, SHARDS)
+}
+
+fn start_with(env: &Env, name: &str, shards: u32) -> Process {
     let (metrics, postbacks) = (free_addr(), free_addr());
     let mut args: Vec<String> = env
         .operator_args()
@@ -55,7 +60,7 @@ fn start(env: &Env, name: &str) -> Process {
         format!("--leader-election-namespace={}", env.ns.name),
         format!("--lease-name={LEASE}"),
         format!("--lease-duration={LEASE_SECS}s"),
-        format!("--shards={SHARDS}"),
+        format!("--shards={shards}"),
         format!("--postback-advertise-url=http://{postbacks}"),
     ]);
     let child = env.spawn_operator(args, &[("POD_NAME", name)]);
@@ -63,6 +68,7 @@ fn start(env: &Env, name: &str) -> Process {
         child,
         name: name.to_string(),
         metrics,
+        postbacks,
     }
 }
 
@@ -158,7 +164,7 @@ async fn declare(env: &Env) -> Vec<Vec<Generated>> {
         env.create::<ConversionBridge>(bridge(
             &format!("b{i}"),
             now - 2.minutes(),
-            json!({"source": {"signals": {"appId": app(i)}},
+            json!({"source": {"signals": {"appId": app(i)}, "postbacks": {"enabled": true}},
                    "destination": {"x": {"eventId": tag}}}),
         ))
         .await;
@@ -264,6 +270,48 @@ async fn three_processes_share_six_shards_and_run_each_bridge_once() {
         .count();
     assert_eq!(created, KEYWORDS, "a keyword was created twice");
     assert_one_poller_per_app(&env);
+
+    // A postback reaches whichever process Signals (or a load balancer) picks; one that does
+    // not hold the bridge's shard hands it to the one that does.
+    let holding = holders(&env).await;
+    for i in 0..3 {
+        let name = format!("b{i}");
+        let shard = ctwa_operator::sharding::shard_of(&env.ns.name, &name, SHARDS);
+        let holder = &holding[&shard];
+        let elsewhere = all
+            .iter()
+            .find(|p| !holder.starts_with(&format!("{}-", p.name)))
+            .unwrap();
+        let token = env.postback_token(&name).await;
+        let mut event = events_of(
+            i,
+            "pushed",
+            1,
+            Timestamp::now() - 1.seconds(),
+            Timestamp::now(),
+        )
+        .remove(0);
+        event.event["phone"] = json!("15550001111");
+        let answer = reqwest::Client::new()
+            .post(format!(
+                "http://{}/postbacks/{}/{name}/{token}",
+                elsewhere.postbacks, env.ns.name
+            ))
+            .json(&event.event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 202, "{:?}", answer.text().await);
+        let started = Instant::now();
+        while !env.fake.distinct_conversion_ids().contains(&event.id) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} never arrived",
+                event.id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let mut held = 0.0;
     for p in all {
         let n = metric(p, "ctwa_shards_held").await;
@@ -350,4 +398,72 @@ async fn a_killed_process_hands_over_and_a_new_one_rebalances_losing_nothing() {
         assert!(gap < 12.0, "{app} went {gap:.1} s without a read");
     }
     assert_eq!(reads.len(), BRIDGES, "{reads:?}");
+}
+
+fn sigterm(p: &mut Process) {
+    let pid = p.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn exited(p: &mut Process) {
+    while p.child.try_wait().unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A rollout that changes `--shards`: the replicas that were there first keep the work until
+/// they go, so no bridge ever runs twice; the same for a `--shards 1` leader.
+#[tokio::test]
+async fn replicas_with_another_shard_count_wait_for_the_ones_there_first() {
+    let env = env_without_operator("shards-roll").await;
+    slow_polls(&env);
+    let seeded = declare(&env).await;
+    let mut leader = start_with(&env, "solo", 1);
+    for i in 0..BRIDGES {
+        env.wait_for_long::<ConversionBridge>(&format!("b{i}"), ready)
+            .await;
+    }
+    let mut old = start(&env, "op-old");
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_SECS)).await;
+    assert!(holders(&env).await.is_empty(), "sharded beside a leader");
+    assert_eq!(metric(&old, "ctwa_shards_held").await, 0.0);
+    assert_eq!(metric(&old, "ctwa_leader").await, 0.0);
+
+    sigterm(&mut leader);
+    exited(&mut leader).await;
+    wait_shares(&env, &[&old], &[SHARDS as usize], Duration::from_secs(20)).await;
+    wait_delivered(&env, &seeded).await;
+
+    let new = start_with(&env, "op-new", 4);
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_SECS)).await;
+    assert_eq!(
+        metric(&new, "ctwa_shards_held").await,
+        0.0,
+        "the newcomer waits"
+    );
+    assert_eq!(metric(&old, "ctwa_shards_held").await, f64::from(SHARDS));
+
+    sigterm(&mut old);
+    exited(&mut old).await;
+    let started = Instant::now();
+    while metric(&new, "ctwa_shards_held").await < 4.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the new replica did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = Timestamp::now();
+    let mut seeded = seeded;
+    for (i, events) in seeded.iter_mut().enumerate() {
+        let more = events_of(i, "after", 20, now - 2.seconds(), now);
+        seed(&env, i, &more);
+        events.extend(more);
+    }
+    wait_delivered(&env, &seeded).await;
+    assert_one_poller_per_app(&env);
 }

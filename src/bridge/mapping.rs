@@ -44,9 +44,9 @@ impl EventFilter {
 /// What the pipeline does with one event.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mapped {
-    /// Send this conversion; `at` is the event's date.
+    /// Send this conversion (its `conversion_id` is the event's id); `at` is the event's
+    /// date.
     Convert {
-        id: String,
         at: Timestamp,
         conversion: Conversion,
     },
@@ -198,10 +198,9 @@ pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mappe
             conversion_time: format_conversion_time(at),
             event_id: x_event_id.to_string(),
             identifiers,
-            conversion_id: id.clone(),
+            conversion_id: id,
             description,
         },
-        id,
         at,
     }
 }
@@ -234,7 +233,9 @@ mod tests {
 
     fn convert(mapped: Mapped) -> (String, Timestamp, Conversion) {
         match mapped {
-            Mapped::Convert { id, at, conversion } => (id, at, conversion),
+            Mapped::Convert { at, conversion } => {
+                (conversion.conversion_id.clone(), at, conversion)
+            }
             other => panic!("expected a conversion, got {other:?}"),
         }
     }

@@ -117,26 +117,21 @@ fn lock(seen: &Mutex<SeenSet>) -> MutexGuard<'_, SeenSet> {
     seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Conversions on their way to X, with the event ids they came from (`ids[i]` is the id of
-/// `conversions[i]`): the request body is made from `conversions` as they are.
+/// Conversions on their way to X; each one's `conversion_id` is the id of its event.
 #[derive(Default)]
-struct Batch {
-    ids: Vec<String>,
-    conversions: Vec<Conversion>,
-}
+struct Batch(Vec<Conversion>);
 
 impl Batch {
     fn len(&self) -> usize {
-        self.ids.len()
+        self.0.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.0.is_empty()
     }
 
-    fn push(&mut self, id: String, conversion: Conversion) {
-        self.ids.push(id);
-        self.conversions.push(conversion);
+    fn push(&mut self, conversion: Conversion) {
+        self.0.push(conversion);
     }
 }
 
@@ -165,7 +160,7 @@ struct Shipper<'a> {
 impl<'a> Shipper<'a> {
     /// Delivers `batch`; true when every conversion in it was accepted or refused by X.
     async fn ship(self, batch: Batch, cancel: CancellationToken) -> bool {
-        let Batch { ids, conversions } = batch;
+        let conversions = batch.0;
         let mut sink = XSink {
             client: &self.config.x,
             pixel: &self.config.pixel_id,
@@ -181,17 +176,14 @@ impl<'a> Shipper<'a> {
                 _ => rest,
             };
             let part = self
-                .deliver(
-                    &mut sink,
-                    &ids[start..start + n],
-                    &conversions[start..start + n],
-                    &cancel,
-                )
+                .deliver(&mut sink, &conversions[start..start + n], &cancel)
                 .await;
-            self.record(&part, &ids[start..start + n]);
+            self.record(&part, &conversions[start..start + n]);
             if !part.settled() {
                 let mut seen = lock(self.seen);
-                ids[start + n..].iter().for_each(|id| seen.unsettle(id));
+                conversions[start + n..]
+                    .iter()
+                    .for_each(|c| seen.unsettle(&c.conversion_id));
                 return false;
             }
             start += n;
@@ -204,7 +196,6 @@ impl<'a> Shipper<'a> {
     async fn deliver(
         self,
         sink: &mut XSink<'_>,
-        sent: &[String],
         conversions: &[Conversion],
         cancel: &CancellationToken,
     ) -> Delivery {
@@ -224,7 +215,9 @@ impl<'a> Shipper<'a> {
                 let n = range.len();
                 {
                     let mut seen = lock(self.seen);
-                    sent[range].iter().for_each(|id| seen.settle(id));
+                    conversions[range]
+                        .iter()
+                        .for_each(|c| seen.settle(&c.conversion_id));
                 }
                 self.metrics.bridge_batch(ns, name, "sent");
                 self.metrics.bridge_events(ns, name, "forwarded", n as u64);
@@ -241,17 +234,17 @@ impl<'a> Shipper<'a> {
 
     /// Rejections, what was left unsent, and destination health after delivering `sent` (what
     /// X accepted was reported as it happened).
-    fn record(self, d: &Delivery, sent: &[String]) {
+    fn record(self, d: &Delivery, sent: &[Conversion]) {
         let (ns, name) = (&self.config.namespace, &self.config.name);
         for _ in 0..d.requests_rejected {
             self.metrics.bridge_batch(ns, name, "rejected");
         }
         {
             let mut seen = lock(self.seen);
-            for (id, fate) in sent.iter().zip(&d.fates) {
+            for (c, fate) in sent.iter().zip(&d.fates) {
                 match fate {
-                    Fate::Unsent => seen.unsettle(id),
-                    Fate::Rejected(_) => seen.settle(id),
+                    Fate::Unsent => seen.unsettle(&c.conversion_id),
+                    Fate::Rejected(_) => seen.settle(&c.conversion_id),
                     Fate::Forwarded => {}
                 }
             }
@@ -262,7 +255,7 @@ impl<'a> Shipper<'a> {
         let now = Timestamp::now();
         self.state.update(|s| {
             for (index, message) in d.rejected() {
-                s.progress.reject(&sent[index], message, now);
+                s.progress.reject(&sent[index].conversion_id, message, now);
             }
             match &d.stalled {
                 Some((reason, message)) => {
@@ -504,69 +497,77 @@ impl<'a> Forwarder<'a> {
 
     /// One event from either source.
     fn take(&mut self, event: Value, origin: Origin) -> Flow {
-        let mapped = map_event(&event, &self.config.filter, &self.config.event_id);
-        let (id, at) = match &mapped {
-            Mapped::Skip => return Flow::Continue,
-            Mapped::Convert { id, at, .. } => (id.clone(), *at),
-            Mapped::Reject { id, at, .. } => {
+        match map_event(&event, &self.config.filter, &self.config.event_id) {
+            Mapped::Skip => {}
+            Mapped::Convert { at, conversion } => self.take_conversion(conversion, at, origin),
+            Mapped::Reject { id, at, reason } => {
                 // Undated and id-less events are keyed by content so a re-read is recognised.
                 let key = match id.as_str() {
-                    super::mapping::MISSING_ID => {
-                        format!(
-                            "raw:{}",
-                            crate::runtime::digest::sha256_hex(&event.to_string())
-                        )
-                    }
-                    _ => id.clone(),
+                    super::mapping::MISSING_ID => format!(
+                        "raw:{}",
+                        crate::runtime::digest::sha256_hex(&event.to_string())
+                    ),
+                    _ => id,
                 };
-                (key, at.unwrap_or_else(|| self.state.checkpoint()))
+                let at = at.unwrap_or_else(|| self.state.checkpoint());
+                self.take_rejection(key, at, &reason, origin);
             }
-        };
-        let (offer, evicted) = lock(self.seen).offer(&id, at, origin);
-        self.count_evicted(evicted);
-        match offer {
-            Offer::Reread => return Flow::Continue,
-            Offer::Duplicate => {
-                self.tally.duplicate += 1;
-                return Flow::Continue;
-            }
-            Offer::New | Offer::Retry => {}
-        }
-        match mapped {
-            Mapped::Convert { id, conversion, .. } => {
-                // A retried list copy of a rejected postback was counted as received already.
-                if offer == Offer::New {
-                    self.tally.received += 1;
-                }
-                if self.batch.is_empty() {
-                    self.deadline = Some(Instant::now() + self.config.flush_interval);
-                }
-                self.batch.push(id, conversion);
-            }
-            Mapped::Reject { reason, .. } => {
-                {
-                    let mut seen = lock(self.seen);
-                    match origin {
-                        // The list's copy of this event may still be good.
-                        Origin::Postback => seen.postback_rejected(&id),
-                        Origin::Poll => seen.settle(&id),
-                    }
-                }
-                if offer == Offer::Retry {
-                    // Its postback copy was rejected and counted already.
-                    return Flow::Continue;
-                }
-                tracing::debug!(bridge = %self.config.name, event = %id, %reason, "event rejected");
-                self.count("received", 1);
-                self.count("rejected", 1);
-                self.state.update(|s| {
-                    s.progress.received += 1;
-                    s.progress.reject(&id, &reason, Timestamp::now());
-                });
-            }
-            Mapped::Skip => {}
         }
         Flow::Continue
+    }
+
+    /// Offers event `id` to the forwarded-id set: whether it is to be taken (new, or the
+    /// list's copy of a postback that was rejected).
+    fn offer(&mut self, id: &str, at: Timestamp, origin: Origin) -> Option<Offer> {
+        let (offer, evicted) = lock(self.seen).offer(id, at, origin);
+        self.count_evicted(evicted);
+        match offer {
+            Offer::Reread => None,
+            Offer::Duplicate => {
+                self.tally.duplicate += 1;
+                None
+            }
+            Offer::New | Offer::Retry => Some(offer),
+        }
+    }
+
+    fn take_conversion(&mut self, conversion: Conversion, at: Timestamp, origin: Origin) {
+        let Some(offer) = self.offer(&conversion.conversion_id, at, origin) else {
+            return;
+        };
+        // A retried list copy of a rejected postback was counted as received already.
+        if offer == Offer::New {
+            self.tally.received += 1;
+        }
+        if self.batch.is_empty() {
+            self.deadline = Some(Instant::now() + self.config.flush_interval);
+        }
+        self.batch.push(conversion);
+    }
+
+    fn take_rejection(&mut self, id: String, at: Timestamp, reason: &str, origin: Origin) {
+        let Some(offer) = self.offer(&id, at, origin) else {
+            return;
+        };
+        {
+            let mut seen = lock(self.seen);
+            match origin {
+                // The list's copy of this event may still be good.
+                Origin::Postback => seen.postback_rejected(&id),
+                Origin::Poll => seen.settle(&id),
+            }
+        }
+        if offer == Offer::Retry {
+            // Its postback copy was rejected and counted already.
+            return;
+        }
+        tracing::debug!(bridge = %self.config.name, event = %id, %reason, "event rejected");
+        self.count("received", 1);
+        self.count("rejected", 1);
+        self.state.update(|s| {
+            s.progress.received += 1;
+            s.progress.reject(&id, reason, Timestamp::now());
+        });
     }
 
     /// Every event before `at` is settled. Ids behind the new checkpoint are forgotten by the

@@ -50,18 +50,7 @@ where
     let api: Api<K> = scope.api();
     let secret_api: Api<PartialObjectMeta<Secret>> = scope.api();
     let (reader, writer) = reflector::store();
-    let objects = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(trigger_hash, PredicateConfig::default());
-
-    let store = reader.clone();
-    // A Secret change (rotation, a fixed password) re-reconciles the objects using it.
-    let secrets = watcher(secret_api, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
-    let released = peers.join(reader.clone());
+    let (member, released) = peers.join();
     let recorder = Recorder::new(client.clone(), Reporter::from("ctwa-operator"));
     let ctx = Arc::new(Context::new(
         client,
@@ -72,6 +61,24 @@ where
         peers,
         scope.shards.clone(),
     ));
+    let indexer = ctx.clone();
+    let objects = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                let claims = |o: &K| indexer.adapter.claims(o);
+                indexer.peers.observe(member, event, &claims);
+            }
+        })
+        .applied_objects()
+        .predicate_filter(trigger_hash, PredicateConfig::default());
+
+    let store = reader.clone();
+    // A Secret change (rotation, a fixed password) re-reconciles the objects using it.
+    let secrets = watcher(secret_api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
 
     let mut controller = Controller::for_stream(objects, reader.clone()).reconcile_on(released);
     let mut triggers = triggers;

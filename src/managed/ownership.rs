@@ -5,13 +5,14 @@
 //! turned away), then the older, then the first by namespace/name. The facts come from the
 //! objects themselves, so every replica and every restart elects the same owner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::channel::mpsc;
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 
 use super::resource::Managed;
 use crate::api::{FINALIZER, ManagementPolicy};
@@ -87,23 +88,99 @@ fn competes<K: Managed>(obj: &K) -> bool {
     obj.management_policy() == ManagementPolicy::Manage && !leaving
 }
 
-/// The caches of every controller of one kind (one per watched namespace), so that ownership
-/// is decided across namespaces, with a way to wake each one's objects.
+/// The objects of one kind in every watched namespace (one controller per namespace), indexed
+/// by what they claim, so that ownership is decided across namespaces at the cost of the
+/// handful of objects sharing a claim, not of every object of the kind. The index follows the
+/// controllers' watch events, as their caches do.
 pub struct Peers<K: Managed> {
-    members: RwLock<Vec<Member<K>>>,
-    /// Claimants by uid, with the resourceVersion they were computed for.
-    claimants: Mutex<HashMap<String, (String, Arc<Claimant>)>>,
+    index: Mutex<Index<K>>,
+    /// Per controller: where to send the objects it should reconcile again.
+    wake: RwLock<Vec<mpsc::UnboundedSender<ObjectRef<K>>>>,
 }
 
-/// One controller's cache, and where to send the objects it should reconcile again.
-type Member<K> = (Store<K>, mpsc::UnboundedSender<ObjectRef<K>>);
+struct Index<K: Managed> {
+    /// Competing objects by uid.
+    by_uid: HashMap<String, Entry<K>>,
+    /// Claim → the uids claiming it.
+    by_claim: HashMap<String, HashSet<String>>,
+    /// Per controller, during a re-list: the uids it listed so far.
+    relisting: HashMap<usize, HashSet<String>>,
+}
+
+struct Entry<K: Managed> {
+    claimant: Arc<Claimant>,
+    /// The controller whose cache holds it.
+    member: usize,
+    reference: ObjectRef<K>,
+}
 
 impl<K: Managed> Default for Peers<K> {
     fn default() -> Self {
         Self {
-            members: RwLock::new(Vec::new()),
-            claimants: Mutex::new(HashMap::new()),
+            index: Mutex::new(Index {
+                by_uid: HashMap::new(),
+                by_claim: HashMap::new(),
+                relisting: HashMap::new(),
+            }),
+            wake: RwLock::new(Vec::new()),
         }
+    }
+}
+
+impl<K: Managed> Index<K> {
+    fn remove(&mut self, uid: &str) {
+        let Some(old) = self.by_uid.remove(uid) else {
+            return;
+        };
+        for claim in &old.claimant.claims {
+            if let Some(uids) = self.by_claim.get_mut(claim) {
+                uids.remove(uid);
+                if uids.is_empty() {
+                    self.by_claim.remove(claim);
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, member: usize, obj: &K, claims: &dyn Fn(&K) -> Vec<String>) {
+        let Some(uid) = obj.meta().uid.clone() else {
+            return;
+        };
+        self.remove(&uid);
+        if !competes(obj) {
+            return;
+        }
+        let claimant = Arc::new(Claimant::of(obj, claims(obj)));
+        for claim in &claimant.claims {
+            self.by_claim
+                .entry(claim.clone())
+                .or_default()
+                .insert(uid.clone());
+        }
+        self.by_uid.insert(
+            uid,
+            Entry {
+                claimant,
+                member,
+                reference: ObjectRef::from_obj(obj),
+            },
+        );
+    }
+
+    /// The competitors of `me`: every other indexed object sharing one of its claims.
+    fn competitors(&self, me: &Claimant) -> Vec<&Entry<K>> {
+        let mut uids: Vec<&String> = me
+            .claims
+            .iter()
+            .filter_map(|c| self.by_claim.get(c))
+            .flatten()
+            .collect();
+        uids.sort();
+        uids.dedup();
+        uids.into_iter()
+            .filter_map(|uid| self.by_uid.get(uid))
+            .filter(|e| e.claimant.key != me.key)
+            .collect()
     }
 }
 
@@ -112,80 +189,80 @@ impl<K: Managed> Peers<K> {
         Arc::new(Self::default())
     }
 
-    /// Adds one controller's cache; the stream yields the objects to reconcile again.
-    pub fn join(&self, store: Store<K>) -> mpsc::UnboundedReceiver<ObjectRef<K>> {
+    /// Adds one controller: its number (for [`Peers::observe`]) and the stream of the objects
+    /// it is to reconcile again.
+    pub fn join(&self) -> (usize, mpsc::UnboundedReceiver<ObjectRef<K>>) {
         let (tx, rx) = mpsc::unbounded();
-        self.members
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((store, tx));
-        rx
+        let mut wake = self.wake.write().unwrap_or_else(|e| e.into_inner());
+        wake.push(tx);
+        (wake.len() - 1, rx)
     }
 
-    /// Every competing object but `obj`, each with its claimant (computed once per
-    /// resourceVersion: this runs at every reconcile, over every object of the kind) and the
-    /// controller whose cache holds it.
-    fn competitors(
+    /// Follows one watch event of controller `member`.
+    pub fn observe(
         &self,
-        obj: &K,
+        member: usize,
+        event: &watcher::Event<K>,
         claims: &dyn Fn(&K) -> Vec<String>,
-    ) -> Vec<(Arc<Claimant>, usize, Arc<K>)> {
-        let me = object_key(obj);
-        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
-        let mut known = self.claimants.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen = 0;
-        let mut found = Vec::new();
-        for (i, (store, _)) in members.iter().enumerate() {
-            for o in store.state() {
-                seen += 1;
-                if !competes(o.as_ref()) {
-                    continue;
+    ) {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(obj) => index.put(member, obj, claims),
+            watcher::Event::Delete(obj) => {
+                if let Some(uid) = obj.meta().uid.as_deref() {
+                    index.remove(uid);
                 }
-                let meta = o.meta();
-                let uid = meta.uid.as_deref().unwrap_or_default();
-                let version = meta.resource_version.as_deref().unwrap_or_default();
-                let claimant = match known.get(uid) {
-                    Some((v, c)) if v == version => c.clone(),
-                    _ => {
-                        let c = Arc::new(Claimant::of(o.as_ref(), claims(o.as_ref())));
-                        known.insert(uid.to_string(), (version.to_string(), c.clone()));
-                        c
-                    }
-                };
-                if claimant.key != me {
-                    found.push((claimant, i, o));
+            }
+            watcher::Event::Init => {
+                index.relisting.insert(member, HashSet::new());
+            }
+            watcher::Event::InitApply(obj) => {
+                index.put(member, obj, claims);
+                if let (Some(listed), Some(uid)) =
+                    (index.relisting.get_mut(&member), obj.meta().uid.clone())
+                {
+                    listed.insert(uid);
+                }
+            }
+            watcher::Event::InitDone => {
+                // What was deleted while the watch was down is not in the new list.
+                let listed = index.relisting.remove(&member).unwrap_or_default();
+                let gone: Vec<String> = index
+                    .by_uid
+                    .iter()
+                    .filter(|(uid, e)| e.member == member && !listed.contains(*uid))
+                    .map(|(uid, _)| uid.clone())
+                    .collect();
+                for uid in gone {
+                    index.remove(&uid);
                 }
             }
         }
-        // Forget objects that are gone, now and then.
-        if known.len() > 2 * seen + 64 {
-            let live: std::collections::HashSet<String> = members
-                .iter()
-                .flat_map(|(store, _)| store.state())
-                .filter_map(|o| o.meta().uid.clone())
-                .collect();
-            known.retain(|uid, _| live.contains(uid));
-        }
-        found
     }
 
     /// The namespace/name of the object that owns what `obj` claims, if not `obj` itself.
     pub fn owner_other_than(&self, obj: &K, claims: &dyn Fn(&K) -> Vec<String>) -> Option<String> {
         let me = Claimant::of(obj, claims(obj));
-        let others = self.competitors(obj, claims);
-        owner(&me, others.iter().map(|(c, _, _)| c.as_ref())).map(|c| c.key.clone())
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let others = index.competitors(&me);
+        owner(&me, others.iter().map(|e| e.claimant.as_ref())).map(|c| c.key.clone())
     }
 
     /// Wakes the objects that compete with `obj`, which is letting go of what it held.
     pub fn release(&self, obj: &K, claims: &dyn Fn(&K) -> Vec<String>) {
         let me = Claimant::of(obj, claims(obj));
-        let others = self.competitors(obj, claims);
-        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
-        for (claimant, i, other) in others {
-            if claimant.competes_with(&me)
-                && let Some((_, tx)) = members.get(i)
-            {
-                let _ = tx.unbounded_send(ObjectRef::from_obj(other.as_ref()));
+        let woken: Vec<(usize, ObjectRef<K>)> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index
+                .competitors(&me)
+                .into_iter()
+                .map(|e| (e.member, e.reference.clone()))
+                .collect()
+        };
+        let wake = self.wake.read().unwrap_or_else(|e| e.into_inner());
+        for (member, reference) in woken {
+            if let Some(tx) = wake.get(member) {
+                let _ = tx.unbounded_send(reference);
             }
         }
     }

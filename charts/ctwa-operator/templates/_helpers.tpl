@@ -55,6 +55,9 @@ upstreams and namespaces the operator uses.
 {{- if .Values.leaderElection.enabled }}
 - --leader-election-namespace={{ .Release.Namespace }}
 - --lease-name={{ include "ctwa.fullname" . }}
+{{- if gt (int .Values.shards) 1 }}
+- --shards={{ .Values.shards }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
