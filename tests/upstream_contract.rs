@@ -410,7 +410,11 @@ async fn filtered_event_lists_match_a_scan() {
             .map(|e| e["id"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(listed, scan(ty, ad), "type {ty}, ad {ad:?}");
-        let first = env.signals().list_events(&query, 0, 10).await.unwrap();
+        let first = env
+            .signals()
+            .list_events::<serde_json::Value>(&query, 0, 10)
+            .await
+            .unwrap();
         assert_eq!(first.total_count, scan(ty, ad).len() as u64);
     }
 }
@@ -1031,9 +1035,17 @@ async fn admin_api_seeds_reads_and_injects_faults() {
         event_type: None,
         event_type_id: None,
     };
-    let err = env.signals().list_events(&query, 0, 100).await.unwrap_err();
+    let err = env
+        .signals()
+        .list_events::<serde_json::Value>(&query, 0, 100)
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient);
-    let page = env.signals().list_events(&query, 0, 100).await.unwrap();
+    let page = env
+        .signals()
+        .list_events::<serde_json::Value>(&query, 0, 100)
+        .await
+        .unwrap();
     assert_eq!(page.data.len(), 1);
 
     let log: Value = http

@@ -1,13 +1,13 @@
 //! One Signals event → one X conversion (SPEC 1.5). Pure: no I/O, so every rule is unit-tested.
 //!
-//! Events stay `serde_json::Value` until here so that one malformed event is rejected on its
-//! own instead of failing the page it came in.
+//! Events come as [`Event`]s whose fields may be of any JSON type, so that one malformed event
+//! is rejected on its own instead of failing the page it came in.
 
 use std::collections::HashSet;
 
 use jiff::Timestamp;
-use serde_json::Value;
 
+use super::event::{Event, Scalar};
 use super::identity::{hash_email, hash_phone};
 use crate::api::SignalsEventType;
 use crate::upstream::x_ads::{Conversion, Identifier};
@@ -30,7 +30,7 @@ impl EventFilter {
     /// The event's type when the event is this bridge's business at all; decided before
     /// anything is validated, so that other apps', types' and ads' events are never counted as
     /// rejected.
-    fn takes<'a>(&self, event: &'a Value) -> Option<&'a str> {
+    fn takes<'a, E: Event + ?Sized>(&self, event: &'a E) -> Option<&'a str> {
         let type_name = str_field(event, "type")?;
         let kind = event_type(type_name)?;
         let taken = self.types.contains(&kind)
@@ -64,44 +64,40 @@ pub enum Mapped {
 pub const MISSING_ID: &str = "<missing>";
 
 /// The string form of a scalar field (Signals sends ids as strings or numbers).
-fn text(event: &Value, field: &str) -> Option<String> {
-    match event.get(field)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
+fn text<E: Event + ?Sized>(event: &E, field: &str) -> Option<String> {
+    match event.field(field)? {
+        Scalar::Text(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Scalar::Number(n) => Some(n.into_owned()),
         _ => None,
     }
 }
 
 /// Whether a scalar field equals `want`, without allocating for strings; None when absent.
-fn is_text(event: &Value, field: &str, want: &str) -> Option<bool> {
-    match event.get(field)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim() == want),
-        Value::Number(n) => Some(n.to_string() == want),
+fn is_text<E: Event + ?Sized>(event: &E, field: &str, want: &str) -> Option<bool> {
+    match event.field(field)? {
+        Scalar::Text(s) if !s.trim().is_empty() => Some(s.trim() == want),
+        Scalar::Number(n) => Some(n == want),
         _ => None,
     }
 }
 
 /// A string field, trimmed and borrowed (for fields that are only ever strings).
-fn str_field<'a>(event: &'a Value, field: &str) -> Option<&'a str> {
-    event
-        .get(field)?
-        .as_str()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+fn str_field<'a, E: Event + ?Sized>(event: &'a E, field: &str) -> Option<&'a str> {
+    match event.field(field)? {
+        Scalar::Text(s) => Some(s.trim()).filter(|s| !s.is_empty()),
+        _ => None,
+    }
 }
 
 /// The event id, if the event has one.
-pub fn event_id(event: &Value) -> Option<String> {
+pub fn event_id<E: Event + ?Sized>(event: &E) -> Option<String> {
     text(event, "id")
 }
 
 /// The event's date in UTC, if it parses (civil dates read as UTC: the events list's own
 /// filter bounds are UTC, so paging uses this).
-pub fn event_date(event: &Value) -> Option<Timestamp> {
-    event
-        .get("date")?
-        .as_str()
-        .and_then(|d| parse_event_date(d, None))
+pub fn event_date<E: Event + ?Sized>(event: &E) -> Option<Timestamp> {
+    str_field(event, "date").and_then(|d| parse_event_date(d, None))
 }
 
 /// RFC 3339 with an offset, or a civil date-time in `zone` (UTC when None; the events list
@@ -146,16 +142,12 @@ fn event_type(name: &str) -> Option<SignalsEventType> {
 }
 
 /// Map one event for the X event tag `event_id`.
-pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mapped {
+pub fn map_event<E: Event + ?Sized>(event: &E, filter: &EventFilter, x_event_id: &str) -> Mapped {
     let Some(type_name) = filter.takes(event) else {
         return Mapped::Skip;
     };
-    let date = || {
-        event
-            .get("date")?
-            .as_str()
-            .and_then(|d| parse_event_date(d, filter.time_zone.as_ref()))
-    };
+    let date =
+        || str_field(event, "date").and_then(|d| parse_event_date(d, filter.time_zone.as_ref()));
     let Some(id) = event_id(event) else {
         return Mapped::Reject {
             id: MISSING_ID.into(),
@@ -189,8 +181,8 @@ pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mappe
     if identifiers.is_empty() {
         return reject(problem.unwrap_or_else(|| "event has no phone number or email".into()));
     }
-    let description = match event.get("type_value") {
-        Some(Value::Number(n)) => Some(format!("{type_name}:{n}")),
+    let description = match event.field("type_value") {
+        Some(Scalar::Number(n)) => Some(format!("{type_name}:{n}")),
         _ => str_field(event, "type_value").map(|value| format!("{type_name}:{value}")),
     };
     Mapped::Convert {
@@ -208,7 +200,7 @@ pub fn map_event(event: &Value, filter: &EventFilter, x_event_id: &str) -> Mappe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn filter(types: &[SignalsEventType], ads: &[&str]) -> EventFilter {
         EventFilter {

@@ -14,11 +14,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use jiff::{Timestamp, ToSpan};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::dedupe::Origin;
+use super::event::SignalsEvent;
 use super::mapping::event_date;
 use super::state::{BridgeState, SideHealth};
 use crate::runtime::backoff::Backoff;
@@ -33,7 +33,8 @@ pub const SETTLE: Duration = Duration::from_secs(5);
 /// What flows from the sources to the forwarder.
 #[derive(Debug)]
 pub enum Item {
-    Event(Value, Origin),
+    /// Boxed: the channel holds thousands, and most of an event's fields are empty.
+    Event(Box<SignalsEvent>, Origin),
     /// Every polled event dated before this has been sent as an [`Item::Event`] before it.
     Marker(Timestamp),
 }
@@ -59,7 +60,7 @@ pub trait EventPages: Sync {
         query: &EventQuery,
         offset: u64,
         limit: u32,
-    ) -> impl Future<Output = Result<Page<Value>, UpstreamError>> + Send;
+    ) -> impl Future<Output = Result<Page<Box<SignalsEvent>>, UpstreamError>> + Send;
 }
 
 impl EventPages for SignalsClient {
@@ -68,7 +69,7 @@ impl EventPages for SignalsClient {
         query: &EventQuery,
         offset: u64,
         limit: u32,
-    ) -> Result<Page<Value>, UpstreamError> {
+    ) -> Result<Page<Box<SignalsEvent>>, UpstreamError> {
         self.list_events(query, offset, limit).await
     }
 }
@@ -146,7 +147,7 @@ pub async fn poll_window(
         let in_last_second = last_second.map_or(0, |s| {
             page.data
                 .iter()
-                .filter(|e| event_date(e).map(whole_second) == Some(s))
+                .filter(|e| event_date(*e).map(whole_second) == Some(s))
                 .count() as u64
         });
         read += len;
@@ -280,9 +281,10 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+    use crate::bridge::event::{Event, Scalar};
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -406,7 +408,7 @@ mod tests {
             query: &EventQuery,
             offset: u64,
             limit: u32,
-        ) -> Result<Page<Value>, UpstreamError> {
+        ) -> Result<Page<Box<SignalsEvent>>, UpstreamError> {
             let matching: Vec<Value> = {
                 let events = self.events.lock().unwrap();
                 events
@@ -419,11 +421,11 @@ mod tests {
                     .collect()
             };
             let size = (limit as usize).min(self.max_page.unwrap_or(usize::MAX));
-            let data: Vec<Value> = matching
+            let data: Vec<Box<SignalsEvent>> = matching
                 .iter()
                 .skip(offset as usize)
                 .take(size)
-                .cloned()
+                .map(|e| Box::new(SignalsEvent::from(e)))
                 .collect();
             let served = {
                 let mut pages = self.pages.lock().unwrap();
@@ -455,7 +457,10 @@ mod tests {
         let (mut ids, mut markers) = (Vec::new(), Vec::new());
         while let Some(item) = rx.recv().await {
             match item {
-                Item::Event(e, _) => ids.push(e["id"].as_str().unwrap().to_string()),
+                Item::Event(e, _) => match e.field("id") {
+                    Some(Scalar::Text(id)) => ids.push(id.to_string()),
+                    other => panic!("an event without a text id: {other:?}"),
+                },
                 Item::Marker(at) => markers.push(at),
             }
         }

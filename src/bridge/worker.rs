@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dedupe::{Offer, Origin, SeenSet};
 use super::delivery::{Delivery, Fate, Progress, SendError, Sink, deliver};
+use super::event::Event;
 use super::mapping::{EventFilter, Mapped, map_event};
 use super::source::{self, Item, PollSpec};
 use super::state::{BridgeState, SideHealth};
@@ -443,7 +444,7 @@ impl<'a> Forwarder<'a> {
 
     async fn take_and_flush_when_full(
         &mut self,
-        event: Value,
+        event: impl Event,
         origin: Origin,
         cancel: &CancellationToken,
     ) -> Flow {
@@ -496,7 +497,7 @@ impl<'a> Forwarder<'a> {
     }
 
     /// One event from either source.
-    fn take(&mut self, event: Value, origin: Origin) -> Flow {
+    fn take(&mut self, event: impl Event, origin: Origin) -> Flow {
         match map_event(&event, &self.config.filter, &self.config.event_id) {
             Mapped::Skip => {}
             Mapped::Convert { at, conversion } => self.take_conversion(conversion, at, origin),
@@ -505,7 +506,7 @@ impl<'a> Forwarder<'a> {
                 let key = match id.as_str() {
                     super::mapping::MISSING_ID => format!(
                         "raw:{}",
-                        crate::runtime::digest::sha256_hex(&event.to_string())
+                        crate::runtime::digest::sha256_hex(&event.content())
                     ),
                     _ => id,
                 };
@@ -707,7 +708,12 @@ mod tests {
         let (post_tx, mut postbacks) = mpsc::channel(100);
         for i in 0..50 {
             poll_tx
-                .send(Item::Event(json!({"id": format!("p{i}")}), Origin::Poll))
+                .send(Item::Event(
+                    Box::new(crate::bridge::event::SignalsEvent::from(
+                        &json!({"id": format!("p{i}")}),
+                    )),
+                    Origin::Poll,
+                ))
                 .await
                 .unwrap();
             post_tx.send(json!({"id": format!("b{i}")})).await.unwrap();

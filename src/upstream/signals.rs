@@ -108,11 +108,41 @@ pub struct Page<T> {
 }
 
 /// A list as Signals documents it (`{"data": [...], "total_count": ...}`), or a bare array.
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// Told apart by the first token rather than `#[serde(untagged)]`, which would buffer every
+/// page (the bridge's hot path) into an intermediate tree and decode it a second time.
 enum RawList<T> {
     Page(RawPage<T>),
     Bare(Vec<T>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for RawList<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = RawList<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list object ({\"data\": [...]}) or an array")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawList::Bare)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawPage::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawList::Page)
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
 }
 
 impl<T> From<RawList<T>> for RawPage<T> {
@@ -469,14 +499,14 @@ impl SignalsClient {
     }
 
     /// `GET /events?date_from&date_to&ad_id&event_type&event_type_id&limit&offset`
-    /// (limit clamped to 1..=1000). Events stay raw JSON so one malformed event
-    /// never fails the page.
-    pub async fn list_events(
+    /// (limit clamped to 1..=1000), each event decoded as `T`: raw JSON, or the bridge's
+    /// `SignalsEvent`; either way one malformed event never fails the page.
+    pub async fn list_events<T: serde::de::DeserializeOwned>(
         &self,
         query: &EventQuery,
         offset: u64,
         limit: u32,
-    ) -> Result<Page<serde_json::Value>, UpstreamError> {
+    ) -> Result<Page<T>, UpstreamError> {
         const OP: &str = "list_events";
         let mut params = vec![
             ("date_from", signals_time(query.date_from)),
@@ -497,7 +527,7 @@ impl SignalsClient {
         let response = self
             .call_raw(OP, reqwest::Method::GET, url, &params, None)
             .await?;
-        let raw: RawList<serde_json::Value> = response.json(Api::Signals, OP)?;
+        let raw: RawList<T> = response.json(Api::Signals, OP)?;
         let mut page = finish_page(raw.into(), offset);
         page.server_date = response
             .headers
