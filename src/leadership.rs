@@ -50,6 +50,32 @@ pub const POSTBACK_HOLDER: &str = "ctwa.dev/postback-holder";
 /// The holder's postback receiver.
 pub const POSTBACK_URL: &str = "ctwa.dev/postback-url";
 
+/// What holding a Lease gives: whether this process holds it now, and the background task
+/// that takes and renews it (closing the channel makes the task release it).
+pub type HeldLease = (
+    watch::Receiver<bool>,
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+);
+
+/// Starts taking and renewing Lease `name` as `config.identity`, with `config`'s duration
+/// (renewed a third of it before it expires): the leader Lease, a shard's or a member's.
+pub async fn hold_lease(
+    client: kube::Client,
+    config: &LeaseConfig,
+    name: &str,
+) -> anyhow::Result<HeldLease> {
+    let seconds = config.duration.as_secs().max(2);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, name)
+        .with_namespace(&config.namespace)
+        .with_identity(&config.identity)
+        .with_duration(seconds)
+        .with_grace((seconds / 3).max(1))
+        .with_field_manager("ctwa-operator")
+        .build()
+        .await?;
+    Ok(manager.watch().await)
+}
+
 /// The leader Lease, held by kube-lease-manager's background task.
 pub struct Leadership {
     state: watch::Receiver<bool>,
@@ -58,16 +84,7 @@ pub struct Leadership {
 
 impl Leadership {
     pub async fn start(client: kube::Client, config: &LeaseConfig) -> anyhow::Result<Self> {
-        let seconds = config.duration.as_secs().max(2);
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &config.name)
-            .with_namespace(&config.namespace)
-            .with_identity(&config.identity)
-            .with_duration(seconds)
-            .with_grace((seconds / 3).max(1))
-            .with_field_manager("ctwa-operator")
-            .build()
-            .await?;
-        let (state, task) = manager.watch().await;
+        let (state, task) = hold_lease(client, config, &config.name).await?;
         tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "waiting for the leader lease");
         Ok(Leadership { state, task })
     }

@@ -455,16 +455,7 @@ async fn start_lease(
     config: &LeaseConfig,
     name: &str,
 ) -> anyhow::Result<Held1> {
-    let seconds = config.duration.as_secs().max(2);
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), name)
-        .with_namespace(&config.namespace)
-        .with_identity(&config.identity)
-        .with_duration(seconds)
-        .with_grace((seconds / 3).max(1))
-        .with_field_manager("ctwa-operator")
-        .build()
-        .await?;
-    let (state, task) = manager.watch().await;
+    let (state, task) = crate::leadership::hold_lease(client.clone(), config, name).await?;
     Ok(Held1 {
         state,
         task,
