@@ -1,11 +1,13 @@
-//! The bridge's CPU work per event: map (E.164 normalisation, SHA-256, time formatting) and
-//! serialise the request body. `make bench` records the figures in BENCHMARKS.md.
+//! The bridge's CPU work per event: decode the events-list page, map (E.164 normalisation,
+//! SHA-256, time formatting) and serialise the request body. `make bench` records the figures in BENCHMARKS.md.
 
 use std::collections::HashSet;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ctwa_operator::api::SignalsEventType;
-use ctwa_operator::bridge::mapping::{EventFilter, Mapped, map_event};
+use ctwa_operator::bridge::event::SignalsEvent;
+use ctwa_operator::bridge::mapping::{EventFilter, Mapped, Mapper};
+use ctwa_operator::upstream::signals::EventsPage;
 use ctwa_operator::upstream::x_ads::conversions_body;
 use serde_json::{Value, json};
 
@@ -29,32 +31,34 @@ fn bench(c: &mut Criterion) {
         ad_ids: HashSet::new(),
         time_zone: None,
     };
-    let one = events(1).remove(0);
+    let mapper = Mapper::new(filter, "o87ne");
+    let one = EventsPage::from_json(&json!({"data": events(1)}), 0, None);
+    let one = one.decode::<SignalsEvent>().unwrap().data.remove(0);
     let mut group = c.benchmark_group("map_event");
     group.throughput(Throughput::Elements(1));
     group.bench_function("single", |b| {
-        b.iter(|| map_event(std::hint::black_box(&one), &filter, "o87ne"))
+        b.iter(|| mapper.map(std::hint::black_box(&one)))
     });
     group.finish();
 
-    let batch = events(500);
+    // What the bridge does with a page: decode it (events borrow from the body), map every
+    // event, serialise the X request body.
+    let page = EventsPage::from_json(&json!({"data": events(500)}), 0, None);
     let mut group = c.benchmark_group("map_and_serialise_batch_500");
     group.throughput(Throughput::Elements(500));
     group.bench_function("batch", |b| {
-        b.iter_batched(
-            || batch.clone(),
-            |events| {
-                let conversions: Vec<_> = events
-                    .iter()
-                    .filter_map(|e| match map_event(e, &filter, "o87ne") {
-                        Mapped::Convert { conversion, .. } => Some(conversion),
-                        _ => None,
-                    })
-                    .collect();
-                conversions_body(&conversions).unwrap()
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter(|| {
+            let events = page.decode::<SignalsEvent>().unwrap();
+            let conversions: Vec<_> = events
+                .data
+                .iter()
+                .filter_map(|e| match mapper.map(e) {
+                    Mapped::Convert { conversion, .. } => Some(conversion),
+                    _ => None,
+                })
+                .collect();
+            conversions_body(&conversions)
+        })
     });
     group.finish();
 }

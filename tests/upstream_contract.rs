@@ -15,7 +15,9 @@ use ctwa_operator::upstream::secret::{DialogCredentials, SecretString, XCredenti
 use ctwa_operator::upstream::signals::{
     ConvertedEvent, EventQuery, KeywordFilter, KeywordStatus, PostbackTarget, SignalsClient,
 };
-use ctwa_operator::upstream::x_ads::{Conversion, Identifier, TagParams, TagUpdate, XAdsClient};
+use ctwa_operator::upstream::x_ads::{
+    Conversion, ConversionTime, Identifiers, TagParams, TagUpdate, XAdsClient, conversions_body,
+};
 use fake_upstreams::{FakeUpstreams, FaultRule, PostbackKind, XRateLimits};
 use serde_json::{Value, json};
 
@@ -791,12 +793,10 @@ async fn x_rejects_a_tampered_query_string() {
 
 fn conversion(event_id: &str, i: usize) -> Conversion {
     Conversion {
-        conversion_time: "2026-11-01T12:00:00.000Z".into(),
+        conversion_time: ConversionTime::new("2026-11-01T12:00:00Z".parse().unwrap()),
         event_id: event_id.into(),
-        identifiers: vec![Identifier::HashedPhoneNumber(
-            hash_phone("+11234567890").unwrap(),
-        )],
-        conversion_id: format!("ev-{i}"),
+        identifiers: Identifiers::phone(hash_phone("+11234567890").unwrap()),
+        conversion_id: format!("ev-{i}").into(),
         description: Some("converted:order".into()),
     }
 }
@@ -839,8 +839,10 @@ async fn rejected(env: &Env, conversions: Value) -> (u16, Value) {
     (status, body)
 }
 
+/// One conversion as the client writes it.
 fn valid(tag: &str) -> Value {
-    serde_json::to_value(conversion(tag, 1)).unwrap()
+    let body: Value = serde_json::from_slice(&conversions_body(&[conversion(tag, 1)])).unwrap();
+    body["conversions"][0].clone()
 }
 
 #[tokio::test]
@@ -957,12 +959,12 @@ async fn x_400_is_terminal_with_the_upstream_message() {
     let env = env().await;
     let tag = env.fake.insert_tag("acc1", "purchase", "PURCHASE", 30, 1);
     let mut bad = conversion(&tag, 1);
-    bad.conversion_time = "2026-11-01T12:00:00Z".into();
+    bad.identifiers = Identifiers::default();
     let err = env.x().send_conversions("pix1", &[bad]).await.unwrap_err();
     assert_eq!(err.status(), Some(400));
     assert_eq!(
         terminal_message(&err),
-        "Expected Time in yyyy-MM-ddTHH:mm:ss.SSSZ, got \"2026-11-01T12:00:00Z\" for conversion_time"
+        "At least one user identifier must be provided"
     );
 }
 

@@ -19,7 +19,7 @@ use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use rand::RngCore;
 
-use super::mapping::EventFilter;
+use super::mapping::{EventFilter, Mapper};
 use super::source::{self, PollSpec};
 use super::state::Phase;
 use super::supervisor::{Desired, Supervisor};
@@ -285,25 +285,27 @@ async fn resolve(bridge: &ConversionBridge, ctx: &BridgeContext) -> Result<Desir
         x: x_client,
         budget,
         pixel_id: x.pixel_id.clone(),
-        event_id: event_id.clone(),
-        filter: EventFilter {
-            app_id: signals.app_id.clone(),
-            time_zone: match signals.time_zone.as_str() {
-                "UTC" => None,
-                name => Some(jiff::tz::TimeZone::get(name).map_err(|_| {
-                    Failure::terminal(
-                        Reason::UpstreamRejected,
-                        format!("timeZone: {name:?} is not an IANA time zone name"),
-                    )
-                })?),
+        mapper: Mapper::new(
+            EventFilter {
+                app_id: signals.app_id.clone(),
+                time_zone: match signals.time_zone.as_str() {
+                    "UTC" => None,
+                    name => Some(jiff::tz::TimeZone::get(name).map_err(|_| {
+                        Failure::terminal(
+                            Reason::UpstreamRejected,
+                            format!("timeZone: {name:?} is not an IANA time zone name"),
+                        )
+                    })?),
+                },
+                types: signals
+                    .event_types
+                    .iter()
+                    .copied()
+                    .collect::<std::collections::HashSet<SignalsEventType>>(),
+                ad_ids: signals.ad_ids.iter().cloned().collect(),
             },
-            types: signals
-                .event_types
-                .iter()
-                .copied()
-                .collect::<std::collections::HashSet<SignalsEventType>>(),
-            ad_ids: signals.ad_ids.iter().cloned().collect(),
-        },
+            &event_id,
+        ),
         poll: PollSpec {
             start: bridge.start_time(),
             lookback: duration("lookback", &signals.lookback)?,

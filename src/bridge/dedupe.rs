@@ -11,6 +11,7 @@
 //! not settle its id: the events list is the ledger, and its copy is still sent.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -56,12 +57,20 @@ struct Entry {
 /// Ids of the events a bridge handled in the lookback window, at most `max` of them.
 #[derive(Debug)]
 pub struct SeenSet {
-    entries: HashMap<String, Entry>,
+    /// Keys are shared with the conversions that carry them (one allocation per event id).
+    /// Hashed with foldhash (seeded per process), several times faster than SipHash on
+    /// short ids; ids come from Signals or from postbacks that carry the bridge's token.
+    entries: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
+    /// How many entries the last sweep left: the next one is due when the set has doubled.
+    swept: usize,
     max: usize,
 }
 
 /// `--bridge-max-seen-ids` default (SPEC 7.2).
 pub const DEFAULT_MAX_SEEN_IDS: usize = 2_000_000;
+
+/// Below this many ids a sweep is never due for growth (the timer sweeps anyway).
+const MIN_SWEEP: usize = 4_096;
 
 impl Default for SeenSet {
     fn default() -> Self {
@@ -72,19 +81,25 @@ impl Default for SeenSet {
 impl SeenSet {
     pub fn new(max: usize) -> Self {
         SeenSet {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
+            swept: 0,
             max: max.max(1),
         }
     }
 
     /// Whether `id` was handled before; records it (as pending) either way. Returns how many
     /// old ids had to go to make room.
-    pub fn offer(&mut self, id: &str, at: Timestamp, origin: Origin) -> (Offer, usize) {
+    pub fn offer(
+        &mut self,
+        id: impl Into<Arc<str>> + AsRef<str>,
+        at: Timestamp,
+        origin: Origin,
+    ) -> (Offer, usize) {
         let polled = origin == Origin::Poll;
-        let offer = match self.entries.get_mut(id) {
+        let offer = match self.entries.get_mut(id.as_ref()) {
             None => {
                 self.entries.insert(
-                    id.to_string(),
+                    id.into(),
                     Entry {
                         at,
                         polled,
@@ -149,6 +164,19 @@ impl SeenSet {
     pub fn evict_before(&mut self, cutoff: Timestamp) {
         self.entries
             .retain(|_, e| e.at >= cutoff || e.fate == Fate::Pending);
+        self.swept = self.entries.len();
+        // A catch-up sweeps most of the set away each time: a table kept at its old size
+        // would be slower to probe and fill up with tombstones that force rehashing.
+        if self.entries.capacity() > 4 * self.swept.max(MIN_SWEEP) {
+            self.entries.shrink_to(2 * self.swept);
+        }
+    }
+
+    /// Whether the set has doubled since the last sweep: sweeping then costs a constant per
+    /// id taken, however fast a catch-up reads, and keeps the set near what the lookback
+    /// window holds.
+    pub fn sweep_due(&self) -> bool {
+        self.entries.len() >= 2 * self.swept.max(MIN_SWEEP)
     }
 
     /// Over the cap: evict the oldest settled ids, a hundredth of the cap at once so that the
@@ -261,12 +289,42 @@ mod tests {
         let mut evicted = 0;
         for i in 0..5_000 {
             let id = format!("e{i}");
-            evicted += s.offer(&id, t(i), Origin::Poll).1;
+            evicted += s.offer(id.as_str(), t(i), Origin::Poll).1;
             s.settle(&id);
         }
         assert!(s.len() <= 1_000, "{}", s.len());
         assert_eq!(evicted, 5_000 - s.len());
         assert_eq!(offer(&mut s, "e4999", 4_999, Origin::Poll), Offer::Reread);
         assert_eq!(offer(&mut s, "e10", 10, Origin::Poll), Offer::New);
+    }
+
+    #[test]
+    fn a_catch_up_sweeps_once_the_set_has_doubled() {
+        let mut s = SeenSet::default();
+        let n = MIN_SWEEP as i64 * 2;
+        for i in 0..n - 1 {
+            offer(&mut s, &format!("e{i}"), i, Origin::Poll);
+            s.settle(&format!("e{i}"));
+        }
+        assert!(!s.sweep_due());
+        offer(&mut s, "one-more", n, Origin::Poll);
+        s.settle("one-more");
+        assert!(s.sweep_due());
+        // Everything but the last 100 seconds is behind the window.
+        s.evict_before(t(n - 100));
+        assert_eq!(s.len(), 100);
+        assert!(!s.sweep_due());
+        // A table grown far past what the window holds is given back.
+        for i in 0..n * 4 {
+            offer(&mut s, &format!("f{i}"), n + i, Origin::Poll);
+            s.settle(&format!("f{i}"));
+        }
+        s.evict_before(t(n * 5 - 100));
+        assert_eq!(s.len(), 100);
+        assert!(s.entries.capacity() < 1_000, "{}", s.entries.capacity());
+        // An id in flight stays however old.
+        offer(&mut s, "pending", 0, Origin::Poll);
+        s.evict_before(t(n * 100));
+        assert_eq!(s.len(), 1);
     }
 }

@@ -322,15 +322,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::upstream::x_ads::Identifier;
+    use crate::runtime::digest::Sha256Hex;
+    use crate::upstream::x_ads::{ConversionTime, Identifiers};
 
     fn conversions(n: usize) -> Vec<Conversion> {
         (0..n)
             .map(|i| Conversion {
-                conversion_time: "2026-11-01T00:00:00.000Z".into(),
+                conversion_time: ConversionTime::new("2026-11-01T00:00:00Z".parse().unwrap()),
                 event_id: "o87ne".into(),
-                identifiers: vec![Identifier::HashedPhoneNumber(format!("{i:064x}"))],
-                conversion_id: format!("ev-{i}"),
+                identifiers: Identifiers::phone(Sha256Hex::of(format!("{i}").as_bytes())),
+                conversion_id: format!("ev-{i}").into(),
                 description: None,
             })
             .collect()
@@ -380,18 +381,21 @@ mod tests {
                 return Err(SendError::Invalid(message.clone()));
             }
             if let Some(poison) = &self.poison
-                && batch.iter().any(|c| &c.conversion_id == poison)
+                && batch.iter().any(|c| *c.conversion_id == **poison)
             {
                 return Err(unavailable());
             }
-            if let Some(bad) = batch.iter().find(|c| self.bad.contains(&c.conversion_id)) {
+            if let Some(bad) = batch
+                .iter()
+                .find(|c| self.bad.iter().any(|b| **b == *c.conversion_id))
+            {
                 return Err(SendError::Invalid(format!(
                     "conversion {} is not valid",
                     bad.conversion_id
                 )));
             }
             self.accepted
-                .extend(batch.iter().map(|c| c.conversion_id.clone()));
+                .extend(batch.iter().map(|c| c.conversion_id.to_string()));
             Ok(())
         }
     }

@@ -1,8 +1,9 @@
 //! A Signals event as the mapping reads it.
 //!
 //! The events list's pages decode straight into [`SignalsEvent`]: the fields the bridge reads,
-//! each kept as the JSON sent it, and nothing else — no tree of maps per event, which cost
-//! more than mapping the event. Postbacks (and tests) come as `serde_json::Value`; both answer
+//! each kept as the JSON sent it and borrowed from the page's body where it can be (a string
+//! without escapes), and nothing else: no tree of maps and no copy of each field per event,
+//! which cost more than mapping the event. Postbacks (and tests) come as `serde_json::Value`; both answer
 //! the same [`Event`] questions. A field of an unexpected JSON type never fails the page: it
 //! reads as [`Scalar::Other`], and the mapping rejects that one event.
 
@@ -20,6 +21,25 @@ pub enum Scalar<'a> {
     Number(Cow<'a, str>),
     /// null, a boolean, an array or an object.
     Other,
+}
+
+impl<'a> Scalar<'a> {
+    /// Text or a number, as text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Text(s) => Some(s),
+            Scalar::Number(n) => Some(n),
+            Scalar::Other => None,
+        }
+    }
+
+    /// Text only (for fields that are only ever strings).
+    pub fn text(self) -> Option<&'a str> {
+        match self {
+            Scalar::Text(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// What the mapping reads from an event.
@@ -67,13 +87,13 @@ impl Event for Value {
 /// A field as decoded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum Field {
-    Text(String),
+pub enum Field<'a> {
+    Text(Cow<'a, str>),
     Number(serde_json::Number),
     Other(Value),
 }
 
-impl Field {
+impl Field<'_> {
     fn scalar(&self) -> Scalar<'_> {
         match self {
             Field::Text(s) => Scalar::Text(s),
@@ -83,45 +103,48 @@ impl Field {
     }
 }
 
-impl<'de> Deserialize<'de> for Field {
+impl<'de> Deserialize<'de> for Field<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct FieldVisitor;
         impl<'de> Visitor<'de> for FieldVisitor {
-            type Value = Field;
+            type Value = Field<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
-                Ok(Field::Text(v.to_string()))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Borrowed(v)))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Field, E> {
-                Ok(Field::Text(v))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Owned(v.to_string())))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Field, E> {
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Field<'de>, E> {
                 Ok(Field::Number(v.into()))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Field, E> {
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Field<'de>, E> {
                 Ok(Field::Number(v.into()))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Field, E> {
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Field<'de>, E> {
                 Ok(
                     serde_json::Number::from_f64(v)
                         .map_or(Field::Other(Value::Null), Field::Number),
                 )
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Field, E> {
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Field<'de>, E> {
                 Ok(Field::Other(Value::Bool(v)))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Field, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Field<'de>, E> {
                 Ok(Field::Other(Value::Null))
             }
-            fn visit_none<E: de::Error>(self) -> Result<Field, E> {
+            fn visit_none<E: de::Error>(self) -> Result<Field<'de>, E> {
                 Ok(Field::Other(Value::Null))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
                 Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Field::Other)
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
                 Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Field::Other)
             }
         }
@@ -131,29 +154,29 @@ impl<'de> Deserialize<'de> for Field {
 
 /// An event of the Signals events list: the fields the bridge reads.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct SignalsEvent {
+pub struct SignalsEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<Field>,
+    id: Option<Field<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    app_id: Option<Field>,
+    app_id: Option<Field<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    ad_id: Option<Field>,
+    ad_id: Option<Field<'a>>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    event_type: Option<Field>,
+    event_type: Option<Field<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    type_value: Option<Field>,
+    type_value: Option<Field<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    date: Option<Field>,
+    date: Option<Field<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    phone: Option<Field>,
+    phone: Option<Field<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<Field>,
+    email: Option<Field<'a>>,
     /// An entry of the list that is not an object at all, as sent.
     #[serde(skip)]
     not_an_object: Option<Value>,
 }
 
-impl Event for SignalsEvent {
+impl Event for SignalsEvent<'_> {
     fn field(&self, name: &str) -> Option<Scalar<'_>> {
         let field = match name {
             "id" => &self.id,
@@ -177,13 +200,13 @@ impl Event for SignalsEvent {
     }
 }
 
-impl From<&Value> for SignalsEvent {
-    fn from(value: &Value) -> Self {
-        serde_json::from_value(value.clone()).unwrap_or_default()
+impl<'a> From<&'a Value> for SignalsEvent<'a> {
+    fn from(value: &'a Value) -> Self {
+        SignalsEvent::deserialize(value).unwrap_or_default()
     }
 }
 
-impl<'de> Deserialize<'de> for SignalsEvent {
+impl<'de> Deserialize<'de> for SignalsEvent<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(field_identifier, rename_all = "snake_case")]
@@ -201,11 +224,14 @@ impl<'de> Deserialize<'de> for SignalsEvent {
         }
         struct EventVisitor;
         impl<'de> Visitor<'de> for EventVisitor {
-            type Value = SignalsEvent;
+            type Value = SignalsEvent<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a Signals event")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SignalsEvent, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SignalsEvent<'de>, A::Error> {
                 let mut e = SignalsEvent::default();
                 while let Some(key) = map.next_key::<Key>()? {
                     let slot = match key {
@@ -227,30 +253,30 @@ impl<'de> Deserialize<'de> for SignalsEvent {
                 Ok(e)
             }
             // Anything else in the list is an event that cannot be mapped, not a bad page.
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<SignalsEvent, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<SignalsEvent<'de>, A::Error> {
                 let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
                 Ok(opaque(v))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<SignalsEvent, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SignalsEvent<'de>, E> {
                 Ok(opaque(Value::String(v.to_string())))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SignalsEvent, E> {
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SignalsEvent<'de>, E> {
                 Ok(opaque(v.into()))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SignalsEvent, E> {
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SignalsEvent<'de>, E> {
                 Ok(opaque(v.into()))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<SignalsEvent, E> {
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<SignalsEvent<'de>, E> {
                 Ok(opaque(v.into()))
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<SignalsEvent, E> {
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<SignalsEvent<'de>, E> {
                 Ok(opaque(v.into()))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<SignalsEvent, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<SignalsEvent<'de>, E> {
                 Ok(opaque(Value::Null))
             }
         }
-        fn opaque(v: Value) -> SignalsEvent {
+        fn opaque<'a>(v: Value) -> SignalsEvent<'a> {
             SignalsEvent {
                 not_an_object: Some(v),
                 ..Default::default()
@@ -274,7 +300,8 @@ mod tests {
             "not an event",
             [1, 2]
         ]);
-        let events: Vec<SignalsEvent> = serde_json::from_value(page.clone()).unwrap();
+        let text = page.to_string();
+        let events: Vec<SignalsEvent> = serde_json::from_str(&text).unwrap();
         assert_eq!(events.len(), 4);
         for (typed, raw) in events.iter().zip(page.as_array().unwrap()) {
             for name in [
@@ -296,8 +323,23 @@ mod tests {
         assert_eq!(events[2].content(), "\"not an event\"");
         // The content of an event without id tells different events apart, and stays the same
         // for the same event read again.
-        let again: Vec<SignalsEvent> = serde_json::from_value(page).unwrap();
+        let again: Vec<SignalsEvent> = serde_json::from_str(&text).unwrap();
         assert_eq!(events[1].content(), again[1].content());
         assert_ne!(events[0].content(), events[1].content());
+    }
+
+    #[test]
+    fn text_is_borrowed_from_the_page_unless_it_had_escapes() {
+        let text = r#"[{"id": "e1", "phone": "+1 555\u0030100", "type_value": "say \"hi\""}]"#;
+        let events: Vec<SignalsEvent> = serde_json::from_str(text).unwrap();
+        assert!(matches!(
+            &events[0].id,
+            Some(Field::Text(Cow::Borrowed("e1")))
+        ));
+        assert!(matches!(&events[0].phone, Some(Field::Text(Cow::Owned(p))) if p == "+1 5550100"));
+        assert_eq!(
+            events[0].field("type_value"),
+            Some(Scalar::Text("say \"hi\""))
+        );
     }
 }

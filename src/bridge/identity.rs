@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::runtime::digest::sha256_hex;
+use crate::runtime::digest::Sha256Hex;
 
 /// Why an identifier cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,63 +79,83 @@ fn has_country_code(digits: &str) -> bool {
         })
 }
 
-/// True when `value` already is a SHA-256 hash: 64 hex characters, in either case (some
-/// systems write hashes in uppercase; X wants them lowercase).
-pub fn is_sha256_hex(value: &str) -> bool {
-    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// Normalise a phone number to E.164 (`+` and 8..15 digits with a valid country code).
 ///
 /// Strips spaces, dashes, dots, parentheses and one leading `+` or `00`.
 pub fn normalize_phone(input: &str) -> Result<String, IdentityError> {
-    let trimmed = input.trim();
-    if trimmed.is_empty() {
-        return Err(IdentityError::Empty);
-    }
-    let rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
-    let mut digits = String::with_capacity(rest.len());
-    for c in rest.chars() {
-        match c {
-            '0'..='9' => digits.push(c),
-            ' ' | '-' | '.' | '(' | ')' => {}
-            _ => return Err(IdentityError::InvalidCharacter),
+    E164::parse(input).map(|n| n.as_str().to_string())
+}
+
+/// An E.164 number, held inline (`+` and at most 15 digits; room for a `00` prefix on top).
+struct E164 {
+    text: [u8; 18],
+    len: usize,
+}
+
+impl E164 {
+    fn parse(input: &str) -> Result<Self, IdentityError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(IdentityError::Empty);
         }
+        let rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
+        let mut number = E164 {
+            text: [b'+'; 18],
+            len: 1,
+        };
+        // Digits past the 17th are counted, not kept: the number is refused anyway.
+        let mut digits = 0usize;
+        for b in rest.bytes() {
+            match b {
+                b'0'..=b'9' => {
+                    if let Some(slot) = number.text.get_mut(1 + digits) {
+                        *slot = b;
+                    }
+                    digits += 1;
+                }
+                b' ' | b'-' | b'.' | b'(' | b')' => {}
+                _ => return Err(IdentityError::InvalidCharacter),
+            }
+        }
+        let mut skip = 0;
+        if rest.len() == trimmed.len() && digits >= 2 && number.text[1..3] == *b"00" {
+            skip = 2;
+            digits -= 2;
+        }
+        if digits == 0 {
+            return Err(IdentityError::Empty);
+        }
+        if digits < 8 {
+            return Err(IdentityError::TooShort { digits });
+        }
+        if digits > 15 {
+            return Err(IdentityError::TooLong { digits });
+        }
+        number.text.copy_within(1 + skip..1 + skip + digits, 1);
+        number.len = 1 + digits;
+        if !has_country_code(&number.as_str()[1..]) {
+            return Err(IdentityError::UnknownCountryCode);
+        }
+        Ok(number)
     }
-    if rest.len() == trimmed.len()
-        && let Some(stripped) = digits.strip_prefix("00")
-    {
-        digits = stripped.to_string();
+
+    fn as_str(&self) -> &str {
+        // Only ever `+` and ASCII digits (built above).
+        std::str::from_utf8(&self.text[..self.len]).unwrap_or_default()
     }
-    if digits.is_empty() {
-        return Err(IdentityError::Empty);
-    }
-    if digits.len() < 8 {
-        return Err(IdentityError::TooShort {
-            digits: digits.len(),
-        });
-    }
-    if digits.len() > 15 {
-        return Err(IdentityError::TooLong {
-            digits: digits.len(),
-        });
-    }
-    if !has_country_code(&digits) {
-        return Err(IdentityError::UnknownCountryCode);
-    }
-    Ok(format!("+{digits}"))
 }
 
-/// `hashed_phone_number`: SHA-256 of the E.164 form; an existing hash is kept.
-pub fn hash_phone(input: &str) -> Result<String, IdentityError> {
+/// The identifier X takes for a phone number: the SHA-256 of its E.164 form; a value that
+/// already is a SHA-256 in hex is taken as it is (lowercased).
+pub fn hash_phone(input: &str) -> Result<Sha256Hex, IdentityError> {
     let trimmed = input.trim();
-    if is_sha256_hex(trimmed) {
-        return Ok(trimmed.to_ascii_lowercase());
+    if let Some(hash) = Sha256Hex::parse(trimmed) {
+        return Ok(hash);
     }
-    normalize_phone(trimmed).map(|e164| sha256_hex(&e164))
+    E164::parse(trimmed).map(|e164| Sha256Hex::of(e164.as_str().as_bytes()))
 }
 
-/// Trim and lowercase an email address; minimal `local@domain` check.
+/// Normalise an email: trimmed, lowercased, `local@domain`.
 pub fn normalize_email(input: &str) -> Result<String, IdentityError> {
     let email = input.trim().to_lowercase();
     if email.is_empty() {
@@ -156,13 +176,14 @@ pub fn normalize_email(input: &str) -> Result<String, IdentityError> {
     Ok(email)
 }
 
-/// `hashed_email`: SHA-256 of the normalised email; an existing hash is kept.
-pub fn hash_email(input: &str) -> Result<String, IdentityError> {
+/// The identifier X takes for an email: the SHA-256 of its normalised form, or the value
+/// itself when it already is a SHA-256 in hex.
+pub fn hash_email(input: &str) -> Result<Sha256Hex, IdentityError> {
     let trimmed = input.trim();
-    if is_sha256_hex(trimmed) {
-        return Ok(trimmed.to_ascii_lowercase());
+    if let Some(hash) = Sha256Hex::parse(trimmed) {
+        return Ok(hash);
     }
-    normalize_email(trimmed).map(|e| sha256_hex(&e))
+    normalize_email(trimmed).map(|e| Sha256Hex::of(e.as_bytes()))
 }
 
 #[cfg(test)]
@@ -174,7 +195,7 @@ mod tests {
 
     #[test]
     fn phone_vectors() {
-        assert_eq!(sha256_hex("+11234567890"), PHONE_HASH);
+        assert_eq!(Sha256Hex::of(b"+11234567890"), PHONE_HASH);
         for input in [
             "+11234567890",
             "11234567890",
@@ -188,7 +209,11 @@ mod tests {
                 Ok("+11234567890"),
                 "{input}"
             );
-            assert_eq!(hash_phone(input).as_deref(), Ok(PHONE_HASH), "{input}");
+            assert_eq!(
+                hash_phone(input).map(|h| h.to_string()).as_deref(),
+                Ok(PHONE_HASH),
+                "{input}"
+            );
         }
         assert_eq!(
             normalize_phone("4915112345678").as_deref(),
@@ -198,8 +223,18 @@ mod tests {
 
     #[test]
     fn email_vectors() {
-        assert_eq!(hash_email("test@twitter.com").as_deref(), Ok(EMAIL_HASH));
-        assert_eq!(hash_email(" TEST@twitter.com ").as_deref(), Ok(EMAIL_HASH));
+        assert_eq!(
+            hash_email("test@twitter.com")
+                .map(|h| h.to_string())
+                .as_deref(),
+            Ok(EMAIL_HASH)
+        );
+        assert_eq!(
+            hash_email(" TEST@twitter.com ")
+                .map(|h| h.to_string())
+                .as_deref(),
+            Ok(EMAIL_HASH)
+        );
         assert_eq!(hash_email("no-at-sign"), Err(IdentityError::InvalidEmail));
         assert_eq!(hash_email("a@b@c"), Err(IdentityError::InvalidEmail));
         assert_eq!(hash_email("   "), Err(IdentityError::Empty));
@@ -207,15 +242,25 @@ mod tests {
 
     #[test]
     fn hashes_are_kept() {
-        assert_eq!(hash_phone(PHONE_HASH).as_deref(), Ok(PHONE_HASH));
-        assert_eq!(hash_email(EMAIL_HASH).as_deref(), Ok(EMAIL_HASH));
-        // Uppercase hex is a hash too, sent in X's lowercase form.
         assert_eq!(
-            hash_email(&PHONE_HASH.to_uppercase()).as_deref(),
+            hash_phone(PHONE_HASH).map(|h| h.to_string()).as_deref(),
             Ok(PHONE_HASH)
         );
         assert_eq!(
-            hash_phone(&EMAIL_HASH.to_uppercase()).as_deref(),
+            hash_email(EMAIL_HASH).map(|h| h.to_string()).as_deref(),
+            Ok(EMAIL_HASH)
+        );
+        // Uppercase hex is a hash too, sent in X's lowercase form.
+        assert_eq!(
+            hash_email(&PHONE_HASH.to_uppercase())
+                .map(|h| h.to_string())
+                .as_deref(),
+            Ok(PHONE_HASH)
+        );
+        assert_eq!(
+            hash_phone(&EMAIL_HASH.to_uppercase())
+                .map(|h| h.to_string())
+                .as_deref(),
             Ok(EMAIL_HASH)
         );
     }
@@ -247,6 +292,19 @@ mod tests {
             Err(IdentityError::UnknownCountryCode)
         );
         assert_eq!(normalize_phone(""), Err(IdentityError::Empty));
+        // A 00 prefix does not count towards the 15 digits; everything else does.
+        assert_eq!(
+            normalize_phone("00441234567890123").as_deref(),
+            Ok("+441234567890123")
+        );
+        assert_eq!(
+            normalize_phone("0044123456789012345"),
+            Err(IdentityError::TooLong { digits: 17 })
+        );
+        assert_eq!(
+            normalize_phone("+1 (234) 567-8901-2345-6789"),
+            Err(IdentityError::TooLong { digits: 19 })
+        );
         assert_eq!(normalize_phone("+"), Err(IdentityError::Empty));
         assert_eq!(
             IdentityError::TooShort { digits: 7 }.to_string(),

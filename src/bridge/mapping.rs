@@ -4,13 +4,15 @@
 //! is rejected on its own instead of failing the page it came in.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
 use super::event::{Event, Scalar};
 use super::identity::{hash_email, hash_phone};
 use crate::api::SignalsEventType;
-use crate::upstream::x_ads::{Conversion, Identifier};
+use crate::runtime::digest::sha256_hex;
+use crate::upstream::x_ads::{Conversion, ConversionTime, Identifiers};
 
 /// Which events a bridge takes (its `appId`, `eventTypes` and `adIds`), and how it reads
 /// their dates.
@@ -31,12 +33,19 @@ impl EventFilter {
     /// anything is validated, so that other apps', types' and ads' events are never counted as
     /// rejected.
     fn takes<'a, E: Event + ?Sized>(&self, event: &'a E) -> Option<&'a str> {
-        let type_name = str_field(event, "type")?;
+        let type_name = read(event, "type")?.text()?;
         let kind = event_type(type_name)?;
+        let app = read(event, "app_id");
         let taken = self.types.contains(&kind)
-            && is_text(event, "app_id", &self.app_id).unwrap_or(true)
+            && app
+                .as_ref()
+                .and_then(Scalar::as_str)
+                .is_none_or(|app| app == self.app_id)
             && (self.ad_ids.is_empty()
-                || text(event, "ad_id").is_some_and(|ad| self.ad_ids.contains(&ad)));
+                || read(event, "ad_id")
+                    .as_ref()
+                    .and_then(Scalar::as_str)
+                    .is_some_and(|ad| self.ad_ids.contains(ad)));
         taken.then_some(type_name)
     }
 }
@@ -50,9 +59,10 @@ pub enum Mapped {
         at: Timestamp,
         conversion: Conversion,
     },
-    /// Never sent; counted and reported.
+    /// Never sent; counted and reported. `key` is the event's id, or for an event without
+    /// one a digest of its content, so that reading it again is recognised.
     Reject {
-        id: String,
+        key: String,
         at: Option<Timestamp>,
         reason: String,
     },
@@ -60,44 +70,28 @@ pub enum Mapped {
     Skip,
 }
 
-/// Placeholder id in rejections of events that carry none.
-pub const MISSING_ID: &str = "<missing>";
-
-/// The string form of a scalar field (Signals sends ids as strings or numbers).
-fn text<E: Event + ?Sized>(event: &E, field: &str) -> Option<String> {
-    match event.field(field)? {
-        Scalar::Text(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Scalar::Number(n) => Some(n.into_owned()),
-        _ => None,
-    }
+/// The key of rejected events that carry no id: a digest of what they hold.
+fn content_key<E: Event + ?Sized>(event: &E) -> String {
+    format!("raw:{}", sha256_hex(&event.content()))
 }
 
-/// Whether a scalar field equals `want`, without allocating for strings; None when absent.
-fn is_text<E: Event + ?Sized>(event: &E, field: &str, want: &str) -> Option<bool> {
+/// A field as the mapping reads it: text trimmed, and blank text as absent.
+fn read<'a, E: Event + ?Sized>(event: &'a E, field: &str) -> Option<Scalar<'a>> {
     match event.field(field)? {
-        Scalar::Text(s) if !s.trim().is_empty() => Some(s.trim() == want),
-        Scalar::Number(n) => Some(n == want),
-        _ => None,
-    }
-}
-
-/// A string field, trimmed and borrowed (for fields that are only ever strings).
-fn str_field<'a, E: Event + ?Sized>(event: &'a E, field: &str) -> Option<&'a str> {
-    match event.field(field)? {
-        Scalar::Text(s) => Some(s.trim()).filter(|s| !s.is_empty()),
-        _ => None,
+        Scalar::Text(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(Scalar::Text),
+        other => Some(other),
     }
 }
 
 /// The event id, if the event has one.
 pub fn event_id<E: Event + ?Sized>(event: &E) -> Option<String> {
-    text(event, "id")
+    read(event, "id")?.as_str().map(str::to_string)
 }
 
 /// The event's date in UTC, if it parses (civil dates read as UTC: the events list's own
 /// filter bounds are UTC, so paging uses this).
 pub fn event_date<E: Event + ?Sized>(event: &E) -> Option<Timestamp> {
-    str_field(event, "date").and_then(|d| parse_event_date(d, None))
+    parse_event_date(read(event, "date")?.text()?, None)
 }
 
 /// RFC 3339 with an offset, or a civil date-time in `zone` (UTC when None; the events list
@@ -118,21 +112,6 @@ pub fn parse_event_date(text: &str, zone: Option<&jiff::tz::TimeZone>) -> Option
     }
 }
 
-/// X's `conversion_time` format: `yyyy-MM-ddTHH:mm:ss.SSSZ`, always UTC.
-pub fn format_conversion_time(at: Timestamp) -> String {
-    let t = jiff::tz::Offset::UTC.to_datetime(at);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.subsec_nanosecond() / 1_000_000
-    )
-}
-
 fn event_type(name: &str) -> Option<SignalsEventType> {
     use serde::Deserialize;
     use serde::de::IntoDeserializer;
@@ -141,66 +120,114 @@ fn event_type(name: &str) -> Option<SignalsEventType> {
     SignalsEventType::deserialize(name).ok()
 }
 
-/// Map one event for the X event tag `event_id`.
-pub fn map_event<E: Event + ?Sized>(event: &E, filter: &EventFilter, x_event_id: &str) -> Mapped {
-    let Some(type_name) = filter.takes(event) else {
-        return Mapped::Skip;
-    };
-    let date =
-        || str_field(event, "date").and_then(|d| parse_event_date(d, filter.time_zone.as_ref()));
-    let Some(id) = event_id(event) else {
-        return Mapped::Reject {
-            id: MISSING_ID.into(),
-            at: date(),
-            reason: "event has no id".into(),
+/// Maps the events of one bridge: what it takes, and the X event tag its conversions name.
+#[derive(Clone, Debug)]
+pub struct Mapper {
+    filter: EventFilter,
+    x_event_id: Arc<str>,
+}
+
+impl Mapper {
+    pub fn new(filter: EventFilter, x_event_id: &str) -> Self {
+        Mapper {
+            filter,
+            x_event_id: x_event_id.into(),
+        }
+    }
+
+    /// The event's date as this bridge reads it (civil dates in its time zone).
+    pub fn date_of<E: Event + ?Sized>(&self, event: &E) -> Option<Timestamp> {
+        parse_event_date(read(event, "date")?.text()?, self.filter.time_zone.as_ref())
+    }
+
+    /// Whether [`Mapper::date_of`] can differ from [`event_date`] (civil dates read in a zone
+    /// other than UTC).
+    pub fn zoned(&self) -> bool {
+        self.filter.time_zone.is_some()
+    }
+
+    /// Map one event.
+    pub fn map<E: Event + ?Sized>(&self, event: &E) -> Mapped {
+        self.map_dated(event, || self.date_of(event))
+    }
+
+    /// Map one event whose date (as [`Mapper::date_of`] reads it) the caller may have read
+    /// already; `date` is asked only for events this bridge takes.
+    pub fn map_dated<E: Event + ?Sized>(
+        &self,
+        event: &E,
+        date: impl FnOnce() -> Option<Timestamp>,
+    ) -> Mapped {
+        let Some(type_name) = self.filter.takes(event) else {
+            return Mapped::Skip;
         };
-    };
-    let reject = |reason: String| Mapped::Reject {
-        id: id.clone(),
-        at: date(),
-        reason,
-    };
-    let Some(at) = date() else {
-        return reject("date is missing or not a valid date-time".into());
-    };
-    // A bad identifier is dropped as long as another one is good: X matches on either.
-    let mut identifiers = Vec::new();
-    let mut problem = None;
-    if let Some(phone) = text(event, "phone") {
-        match hash_phone(&phone) {
-            Ok(hash) => identifiers.push(Identifier::HashedPhoneNumber(hash)),
-            Err(e) => problem = Some(e.to_string()),
+        let at = date();
+        let id = read(event, "id");
+        let Some(id) = id.as_ref().and_then(Scalar::as_str) else {
+            return Mapped::Reject {
+                key: content_key(event),
+                at,
+                reason: "event has no id".into(),
+            };
+        };
+        let reject = |reason: String| Mapped::Reject {
+            key: id.to_string(),
+            at,
+            reason,
+        };
+        let Some(at) = at else {
+            return reject("date is missing or not a valid date-time".into());
+        };
+        // A bad identifier is dropped as long as another one is good: X matches on either.
+        let mut identifiers = Identifiers::default();
+        let mut problem = None;
+        if let Some(phone) = read(event, "phone") {
+            match phone.as_str().map(hash_phone) {
+                Some(Ok(hash)) => identifiers.hashed_phone_number = Some(hash),
+                Some(Err(e)) => problem = Some(e.to_string()),
+                None => {}
+            }
         }
-    }
-    if let Some(email) = text(event, "email") {
-        match hash_email(&email) {
-            Ok(hash) => identifiers.push(Identifier::HashedEmail(hash)),
-            Err(e) => problem = problem.or(Some(e.to_string())),
+        if let Some(email) = read(event, "email") {
+            match email.as_str().map(hash_email) {
+                Some(Ok(hash)) => identifiers.hashed_email = Some(hash),
+                Some(Err(e)) => problem = problem.or(Some(e.to_string())),
+                None => {}
+            }
         }
-    }
-    if identifiers.is_empty() {
-        return reject(problem.unwrap_or_else(|| "event has no phone number or email".into()));
-    }
-    let description = match event.field("type_value") {
-        Some(Scalar::Number(n)) => Some(format!("{type_name}:{n}")),
-        _ => str_field(event, "type_value").map(|value| format!("{type_name}:{value}")),
-    };
-    Mapped::Convert {
-        conversion: Conversion {
-            conversion_time: format_conversion_time(at),
-            event_id: x_event_id.to_string(),
-            identifiers,
-            conversion_id: id,
-            description,
-        },
-        at,
+        if identifiers.is_empty() {
+            return reject(problem.unwrap_or_else(|| "event has no phone number or email".into()));
+        }
+        let description = read(event, "type_value")
+            .as_ref()
+            .and_then(Scalar::as_str)
+            .map(|value| [type_name, ":", value].concat());
+        Mapped::Convert {
+            conversion: Conversion {
+                conversion_time: ConversionTime::new(at),
+                event_id: self.x_event_id.clone(),
+                identifiers,
+                conversion_id: id.into(),
+                description,
+            },
+            at,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::digest::Sha256Hex;
     use serde_json::{Value, json};
+
+    fn map_event(event: &Value, filter: &EventFilter, tag: &str) -> Mapped {
+        Mapper::new(filter.clone(), tag).map(event)
+    }
+
+    fn hash(hex: &str) -> Option<Sha256Hex> {
+        Some(Sha256Hex::parse(hex).expect("a SHA-256 in hex"))
+    }
 
     fn filter(types: &[SignalsEventType], ads: &[&str]) -> EventFilter {
         EventFilter {
@@ -226,7 +253,7 @@ mod tests {
     fn convert(mapped: Mapped) -> (String, Timestamp, Conversion) {
         match mapped {
             Mapped::Convert { at, conversion } => {
-                (conversion.conversion_id.clone(), at, conversion)
+                (conversion.conversion_id.to_string(), at, conversion)
             }
             other => panic!("expected a conversion, got {other:?}"),
         }
@@ -245,7 +272,8 @@ mod tests {
         assert_eq!(id, "ev-1");
         assert_eq!(at, "2026-11-02T10:15:30Z".parse::<Timestamp>().unwrap());
         assert_eq!(
-            serde_json::to_value(&c).unwrap(),
+            serde_json::from_slice::<Value>(&crate::upstream::x_ads::conversions_body(&[c]))
+                .unwrap()["conversions"][0],
             json!({
                 "conversion_time": "2026-11-02T10:15:30.000Z",
                 "event_id": "o87ne",
@@ -263,7 +291,7 @@ mod tests {
         e["type_value"] = Value::Null;
         let (id, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
         assert_eq!(id, "42");
-        assert_eq!(c.conversion_id, "42");
+        assert_eq!(&*c.conversion_id, "42");
         assert_eq!(c.description, None);
     }
 
@@ -273,23 +301,19 @@ mod tests {
         e["email"] = json!("  Test@Twitter.com ");
         let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
         assert_eq!(
-            c.identifiers[1],
-            Identifier::HashedEmail(
-                "d360d510a224510f373931ce2d6215a799f5a9c1cef221b0149b6b6b50cced62".into()
-            )
+            c.identifiers.hashed_email,
+            hash("d360d510a224510f373931ce2d6215a799f5a9c1cef221b0149b6b6b50cced62")
         );
+        assert!(c.identifiers.hashed_phone_number.is_some());
     }
 
     #[test]
     fn prehashed_phone_is_kept() {
         let mut e = event();
-        let hash = "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231";
-        e["phone"] = json!(hash);
+        let hex = "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231";
+        e["phone"] = json!(hex);
         let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
-        assert_eq!(
-            c.identifiers,
-            vec![Identifier::HashedPhoneNumber(hash.into())]
-        );
+        assert_eq!(c.identifiers, Identifiers::phone(hash(hex).unwrap()));
     }
 
     #[test]
@@ -306,7 +330,7 @@ mod tests {
         ];
         for (input, want) in cases {
             let at = parse_event_date(input, None).unwrap_or_else(|| panic!("{input} must parse"));
-            assert_eq!(format_conversion_time(at), want, "{input}");
+            assert_eq!(ConversionTime::new(at).to_string(), want, "{input}");
         }
     }
 
@@ -359,27 +383,27 @@ mod tests {
         let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
         assert_eq!(
             c.identifiers,
-            vec![Identifier::HashedPhoneNumber(
-                "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231".into()
-            )]
+            Identifiers::phone(
+                hash("1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231").unwrap()
+            )
         );
         let mut e = event();
         e["phone"] = json!("n/a");
         e["email"] = json!("Test@Twitter.com");
         let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
-        assert_eq!(c.identifiers.len(), 1);
-        assert!(matches!(c.identifiers[0], Identifier::HashedEmail(_)));
+        assert!(c.identifiers.hashed_phone_number.is_none());
+        assert!(c.identifiers.hashed_email.is_some());
     }
 
     #[test]
     fn uppercase_hashes_are_hashes() {
         let mut e = event();
-        let hash = "1FA6B8D986D9B9CD01BF36951815158BBDE9F520C0567C835DFE34783D0A4231";
-        e["phone"] = json!(hash);
+        let hex = "1FA6B8D986D9B9CD01BF36951815158BBDE9F520C0567C835DFE34783D0A4231";
+        e["phone"] = json!(hex);
         let (_, _, c) = convert(map_event(&e, &converted_only(), "o87ne"));
         assert_eq!(
-            c.identifiers,
-            vec![Identifier::HashedPhoneNumber(hash.to_ascii_lowercase())]
+            c.identifiers.hashed_phone_number.unwrap(),
+            hex.to_ascii_lowercase().as_str()
         );
     }
 
@@ -421,7 +445,7 @@ mod tests {
         f.time_zone = Some(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
         let (_, at, c) = convert(map_event(&event(), &f, "o87ne"));
         assert_eq!(at, "2026-11-02T09:15:30Z".parse::<Timestamp>().unwrap());
-        assert_eq!(c.conversion_time, "2026-11-02T09:15:30.000Z");
+        assert_eq!(c.conversion_time.to_string(), "2026-11-02T09:15:30.000Z");
         let mut e = event();
         e["date"] = json!("2026-11-02T10:15:30+00:00");
         let (_, at, _) = convert(map_event(&e, &f, "o87ne"));
@@ -451,5 +475,23 @@ mod tests {
             map_event(&e, &this_ad, "o87ne"),
             Mapped::Convert { .. }
         ));
+    }
+
+    #[test]
+    fn events_without_an_id_are_keyed_by_what_they_hold() {
+        let key = |e: &Value| match map_event(e, &converted_only(), "o") {
+            Mapped::Reject { key, reason, .. } => {
+                assert_eq!(reason, "event has no id");
+                key
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        let mut a = event();
+        a["id"] = Value::Null;
+        let mut b = a.clone();
+        b["phone"] = json!("+4915112345678");
+        assert!(key(&a).starts_with("raw:"));
+        assert_eq!(key(&a), key(&a.clone()), "the same event read again");
+        assert_ne!(key(&a), key(&b));
     }
 }

@@ -17,25 +17,25 @@ use jiff::{Timestamp, ToSpan};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::dedupe::Origin;
 use super::event::SignalsEvent;
-use super::mapping::event_date;
+use super::mapping::{Mapped, Mapper, event_date};
 use super::state::{BridgeState, SideHealth};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::failure::Failure;
 use crate::upstream::error::UpstreamError;
-use crate::upstream::signals::{EVENTS_MAX_LIMIT, EventQuery, Page, SignalsClient};
+use crate::upstream::signals::{EVENTS_MAX_LIMIT, EventQuery, EventsPage, SignalsClient};
 
 /// Signals lists an event a moment after it happens: a window ends this far behind the
 /// earlier of both clocks.
 pub const SETTLE: Duration = Duration::from_secs(5);
 
-/// What flows from the sources to the forwarder.
+/// What flows from the poller to the forwarder.
 #[derive(Debug)]
 pub enum Item {
-    /// Boxed: the channel holds thousands, and most of an event's fields are empty.
-    Event(Box<SignalsEvent>, Origin),
-    /// Every polled event dated before this has been sent as an [`Item::Event`] before it.
+    /// The events of one page that the bridge takes, mapped in the poller: the page's
+    /// events borrow from its body, which goes no further.
+    Events(Vec<Mapped>),
+    /// Every polled event dated before this has been sent in an [`Item::Events`] before it.
     Marker(Timestamp),
 }
 
@@ -60,7 +60,7 @@ pub trait EventPages: Sync {
         query: &EventQuery,
         offset: u64,
         limit: u32,
-    ) -> impl Future<Output = Result<Page<Box<SignalsEvent>>, UpstreamError>> + Send;
+    ) -> impl Future<Output = Result<EventsPage, UpstreamError>> + Send;
 }
 
 impl EventPages for SignalsClient {
@@ -69,9 +69,54 @@ impl EventPages for SignalsClient {
         query: &EventQuery,
         offset: u64,
         limit: u32,
-    ) -> Result<Page<Box<SignalsEvent>>, UpstreamError> {
-        self.list_events(query, offset, limit).await
+    ) -> Result<EventsPage, UpstreamError> {
+        self.events_page(query, offset, limit).await
     }
+}
+
+/// What the paging needs to know of a page, and the events of it the bridge takes.
+struct Read {
+    len: u64,
+    more: bool,
+    server_date: Option<Timestamp>,
+    /// The second of the page's last dated event, and how many of the page's events fall in it.
+    last_second: Option<(Timestamp, u64)>,
+    taken: Vec<Mapped>,
+}
+
+/// Decodes one page and maps its events (each date read once, for both).
+fn read_page(page: &EventsPage, mapper: &Mapper) -> Result<Read, UpstreamError> {
+    let page = page.decode::<SignalsEvent>()?;
+    let len = page.data.len() as u64;
+    // A server may cap pages below the limit asked for: trust the count as well.
+    let more =
+        len > 0 && (len >= u64::from(EVENTS_MAX_LIMIT) || page.offset + len < page.total_count);
+    let mut taken = Vec::with_capacity(page.data.len());
+    let mut seconds = Vec::with_capacity(page.data.len());
+    for event in &page.data {
+        let zoned = mapper.date_of(event);
+        let utc = if mapper.zoned() {
+            event_date(event)
+        } else {
+            zoned
+        };
+        seconds.push(utc.map(whole_second));
+        match mapper.map_dated(event, || zoned) {
+            Mapped::Skip => {}
+            mapped => taken.push(mapped),
+        }
+    }
+    let last_second = seconds.iter().rev().find_map(|s| *s).map(|last| {
+        let n = seconds.iter().filter(|s| **s == Some(last)).count();
+        (last, n as u64)
+    });
+    Ok(Read {
+        len,
+        more,
+        server_date: page.server_date,
+        last_second,
+        taken,
+    })
 }
 
 /// Seconds precision: the events list takes `YYYY-MM-DDTHH:MM:SS`.
@@ -108,6 +153,7 @@ impl From<UpstreamError> for PollError {
 pub async fn poll_window(
     pages: &impl EventPages,
     spec: &PollSpec,
+    mapper: &Mapper,
     from: Timestamp,
     to: Timestamp,
     out: &mpsc::Sender<Item>,
@@ -128,31 +174,22 @@ pub async fn poll_window(
     let mut end = to;
     let mut offset = 0u64;
     loop {
-        let page = pages.page(&query, offset, EVENTS_MAX_LIMIT).await?;
+        let page = read_page(&pages.page(&query, offset, EVENTS_MAX_LIMIT).await?, mapper)?;
         if read == 0
             && let Some(date) = page.server_date
         {
             end = end.min(whole_second(before(date, SETTLE)));
         }
-        let len = page.data.len() as u64;
-        // A server may cap pages below the limit asked for: trust the count as well.
-        let more =
-            len > 0 && (len >= u64::from(EVENTS_MAX_LIMIT) || page.offset + len < page.total_count);
-        let last_second = page
-            .data
-            .iter()
-            .rev()
-            .find_map(event_date)
-            .map(whole_second);
-        let in_last_second = last_second.map_or(0, |s| {
-            page.data
-                .iter()
-                .filter(|e| event_date(*e).map(whole_second) == Some(s))
-                .count() as u64
-        });
+        let Read {
+            len,
+            more,
+            last_second,
+            taken,
+            ..
+        } = page;
         read += len;
-        for event in page.data {
-            send(Item::Event(event, Origin::Poll)).await?;
+        if !taken.is_empty() {
+            send(Item::Events(taken)).await?;
         }
         if !more {
             if end > from {
@@ -161,7 +198,7 @@ pub async fn poll_window(
             return Ok(read);
         }
         match last_second {
-            Some(second) if second > query.date_from => {
+            Some((second, in_last_second)) if second > query.date_from => {
                 send(Item::Marker(second.min(end))).await?;
                 query.date_from = second;
                 offset = in_last_second;
@@ -211,6 +248,7 @@ fn until(t: Timestamp) -> Duration {
 pub async fn poll_loop(
     pages: &impl EventPages,
     spec: &PollSpec,
+    mapper: &Mapper,
     state: &BridgeState,
     tx: mpsc::Sender<Item>,
     cancel: CancellationToken,
@@ -231,7 +269,7 @@ pub async fn poll_loop(
         let (from, to) = window(spec, state.checkpoint(), started);
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = poll_window(pages, spec, from, to, &tx) => r,
+            r = poll_window(pages, spec, mapper, from, to, &tx) => r,
         };
         let pause = match result {
             Ok(_) => {
@@ -284,7 +322,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::bridge::event::{Event, Scalar};
+    use crate::api::SignalsEventType;
+    use crate::bridge::mapping::EventFilter;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -408,7 +447,7 @@ mod tests {
             query: &EventQuery,
             offset: u64,
             limit: u32,
-        ) -> Result<Page<Box<SignalsEvent>>, UpstreamError> {
+        ) -> Result<EventsPage, UpstreamError> {
             let matching: Vec<Value> = {
                 let events = self.events.lock().unwrap();
                 events
@@ -421,12 +460,7 @@ mod tests {
                     .collect()
             };
             let size = (limit as usize).min(self.max_page.unwrap_or(usize::MAX));
-            let data: Vec<Box<SignalsEvent>> = matching
-                .iter()
-                .skip(offset as usize)
-                .take(size)
-                .map(|e| Box::new(SignalsEvent::from(e)))
-                .collect();
+            let data: Vec<&Value> = matching.iter().skip(offset as usize).take(size).collect();
             let served = {
                 let mut pages = self.pages.lock().unwrap();
                 *pages += 1;
@@ -437,30 +471,36 @@ mod tests {
                 events.extend(new);
                 events.sort_by_key(key);
             }
-            Ok(Page {
-                data,
-                total_count: matching.len() as u64,
-                offset,
-                limit: u64::from(limit),
-                server_date: self.clock,
-            })
+            let body = json!({"data": data, "total_count": matching.len(), "offset": offset,
+                              "limit": limit});
+            Ok(EventsPage::from_json(&body, offset, self.clock))
         }
     }
 
     /// Runs one poll of `[from, to)` and returns the ids handed over and the markers.
     async fn poll(ledger: &Ledger, from: &str, to: &str) -> (Vec<String>, Vec<Timestamp>) {
         let (tx, mut rx) = mpsc::channel(100_000);
-        poll_window(ledger, &spec(), t(from), t(to), &tx)
+        let mapper = Mapper::new(
+            EventFilter {
+                app_id: "app".into(),
+                types: [SignalsEventType::Converted].into(),
+                ad_ids: Default::default(),
+                time_zone: None,
+            },
+            "tag",
+        );
+        poll_window(ledger, &spec(), &mapper, t(from), t(to), &tx)
             .await
             .unwrap();
         drop(tx);
         let (mut ids, mut markers) = (Vec::new(), Vec::new());
         while let Some(item) = rx.recv().await {
             match item {
-                Item::Event(e, _) => match e.field("id") {
-                    Some(Scalar::Text(id)) => ids.push(id.to_string()),
-                    other => panic!("an event without a text id: {other:?}"),
-                },
+                // The ledger's events carry no phone: every one is rejected, by its id.
+                Item::Events(taken) => ids.extend(taken.into_iter().map(|m| match m {
+                    Mapped::Reject { key, .. } => key,
+                    other => panic!("expected a rejection: {other:?}"),
+                })),
                 Item::Marker(at) => markers.push(at),
             }
         }

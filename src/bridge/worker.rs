@@ -24,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dedupe::{Offer, Origin, SeenSet};
 use super::delivery::{Delivery, Fate, Progress, SendError, Sink, deliver};
-use super::event::Event;
-use super::mapping::{EventFilter, Mapped, map_event};
+use super::mapping::{Mapped, Mapper};
 use super::source::{self, Item, PollSpec};
 use super::state::{BridgeState, SideHealth};
 use crate::metrics::Metrics;
@@ -34,8 +33,8 @@ use crate::upstream::budget::RateBudget;
 use crate::upstream::signals::SignalsClient;
 use crate::upstream::x_ads::{Conversion, XAdsClient};
 
-/// Capacity of the poller → forwarder channel (events, not pages).
-const POLL_CHANNEL: usize = 2_000;
+/// Capacity of the poller → forwarder channel, in pages (up to 1,000 events each) and markers.
+const POLL_CHANNEL: usize = 4;
 /// How often forwarded ids behind the lookback window are forgotten, whatever the polls do.
 const EVICT_EVERY: Duration = Duration::from_secs(10);
 
@@ -48,8 +47,8 @@ pub struct WorkerConfig {
     /// The X account's conversions budget (the same one `x` spends from).
     pub budget: Arc<RateBudget>,
     pub pixel_id: String,
-    pub event_id: String,
-    pub filter: EventFilter,
+    /// What the bridge takes, and the X event tag its conversions name.
+    pub mapper: Mapper,
     pub poll: PollSpec,
     pub max_batch: usize,
     pub flush_interval: Duration,
@@ -100,6 +99,7 @@ pub async fn run(
     let poller = source::poll_loop(
         &config.signals,
         &config.poll,
+        &config.mapper,
         &state,
         tx,
         stop_polling.clone(),
@@ -361,7 +361,7 @@ impl<'a> Forwarder<'a> {
                 }
                 input = next_input(&mut polled, &mut postbacks, postbacks_open, poll_first) => {
                     match input {
-                        Input::Polled(Some(item)) => self.polled(item),
+                        Input::Polled(Some(item)) => self.polled(item, cancel).await,
                         Input::Polled(None) => break,
                         Input::Postback(event) => self.postback(event, &mut postbacks_open),
                     }
@@ -390,7 +390,11 @@ impl<'a> Forwarder<'a> {
 
     fn postback(&mut self, event: Option<Value>, open: &mut bool) -> Flow {
         match event {
-            Some(event) => self.take(event, Origin::Postback),
+            Some(event) => {
+                let mapped = self.config.mapper.map(&event);
+                self.take(mapped, Origin::Postback);
+                Flow::Continue
+            }
             None => {
                 *open = false;
                 Flow::Continue
@@ -398,14 +402,22 @@ impl<'a> Forwarder<'a> {
         }
     }
 
-    fn polled(&mut self, item: Item) -> Flow {
+    /// A page's events (shipped in batches as they fill) or a marker.
+    async fn polled(&mut self, item: Item, cancel: &CancellationToken) -> Flow {
         match item {
-            Item::Event(event, origin) => self.take(event, origin),
-            Item::Marker(at) => {
-                self.mark(at);
-                Flow::Continue
+            Item::Events(events) => {
+                for mapped in events {
+                    if let Flow::Stop = self
+                        .take_and_flush_when_full(mapped, Origin::Poll, cancel)
+                        .await
+                    {
+                        return Flow::Stop;
+                    }
+                }
             }
+            Item::Marker(at) => self.mark(at),
         }
+        Flow::Continue
     }
 
     /// Shutdown: stop reading, take what was already read, deliver it, move the checkpoint.
@@ -419,20 +431,13 @@ impl<'a> Forwarder<'a> {
         polled.close();
         let mut flow = Flow::Continue;
         while let (Flow::Continue, Some(event)) = (&flow, postbacks.recv().await) {
+            let mapped = self.config.mapper.map(&event);
             flow = self
-                .take_and_flush_when_full(event, Origin::Postback, cancel)
+                .take_and_flush_when_full(mapped, Origin::Postback, cancel)
                 .await;
         }
         while let (Flow::Continue, Some(item)) = (&flow, polled.recv().await) {
-            flow = match item {
-                Item::Event(event, origin) => {
-                    self.take_and_flush_when_full(event, origin, cancel).await
-                }
-                Item::Marker(at) => {
-                    self.mark(at);
-                    Flow::Continue
-                }
-            };
+            flow = self.polled(item, cancel).await;
         }
         if let Flow::Continue = flow
             && !self.batch.is_empty()
@@ -444,13 +449,15 @@ impl<'a> Forwarder<'a> {
 
     async fn take_and_flush_when_full(
         &mut self,
-        event: impl Event,
+        mapped: Mapped,
         origin: Origin,
         cancel: &CancellationToken,
     ) -> Flow {
-        match self.take(event, origin) {
-            Flow::Continue if self.batch.len() >= self.config.max_batch => self.flush(cancel).await,
-            other => other,
+        self.take(mapped, origin);
+        if self.batch.len() >= self.config.max_batch {
+            self.flush(cancel).await
+        } else {
+            Flow::Continue
         }
     }
 
@@ -458,6 +465,9 @@ impl<'a> Forwarder<'a> {
     /// the open batch (which will be the next one shipped) and every batch already shipped.
     fn mark(&mut self, at: Timestamp) {
         self.publish();
+        if lock(self.seen).sweep_due() {
+            self.evict();
+        }
         let after = self.shipped + u64::from(!self.batch.is_empty());
         if after <= self.finished {
             self.advance(at);
@@ -496,30 +506,21 @@ impl<'a> Forwarder<'a> {
             .bridge_events(&self.config.namespace, &self.config.name, outcome, n);
     }
 
-    /// One event from either source.
-    fn take(&mut self, event: impl Event, origin: Origin) -> Flow {
-        match map_event(&event, &self.config.filter, &self.config.event_id) {
+    /// One mapped event from either source.
+    fn take(&mut self, mapped: Mapped, origin: Origin) {
+        match mapped {
             Mapped::Skip => {}
             Mapped::Convert { at, conversion } => self.take_conversion(conversion, at, origin),
-            Mapped::Reject { id, at, reason } => {
-                // Undated and id-less events are keyed by content so a re-read is recognised.
-                let key = match id.as_str() {
-                    super::mapping::MISSING_ID => format!(
-                        "raw:{}",
-                        crate::runtime::digest::sha256_hex(&event.content())
-                    ),
-                    _ => id,
-                };
+            Mapped::Reject { key, at, reason } => {
                 let at = at.unwrap_or_else(|| self.state.checkpoint());
                 self.take_rejection(key, at, &reason, origin);
             }
         }
-        Flow::Continue
     }
 
     /// Offers event `id` to the forwarded-id set: whether it is to be taken (new, or the
     /// list's copy of a postback that was rejected).
-    fn offer(&mut self, id: &str, at: Timestamp, origin: Origin) -> Option<Offer> {
+    fn offer(&mut self, id: Arc<str>, at: Timestamp, origin: Origin) -> Option<Offer> {
         let (offer, evicted) = lock(self.seen).offer(id, at, origin);
         self.count_evicted(evicted);
         match offer {
@@ -533,7 +534,7 @@ impl<'a> Forwarder<'a> {
     }
 
     fn take_conversion(&mut self, conversion: Conversion, at: Timestamp, origin: Origin) {
-        let Some(offer) = self.offer(&conversion.conversion_id, at, origin) else {
+        let Some(offer) = self.offer(conversion.conversion_id.clone(), at, origin) else {
             return;
         };
         // A retried list copy of a rejected postback was counted as received already.
@@ -547,7 +548,7 @@ impl<'a> Forwarder<'a> {
     }
 
     fn take_rejection(&mut self, id: String, at: Timestamp, reason: &str, origin: Origin) {
-        let Some(offer) = self.offer(&id, at, origin) else {
+        let Some(offer) = self.offer(id.as_str().into(), at, origin) else {
             return;
         };
         {
@@ -572,7 +573,8 @@ impl<'a> Forwarder<'a> {
     }
 
     /// Every event before `at` is settled. Ids behind the new checkpoint are forgotten by the
-    /// next sweep ([`EVICT_EVERY`]): sweeping at every page would scan the whole set each time.
+    /// next sweep ([`EVICT_EVERY`], or once the set has doubled): sweeping at every page would
+    /// scan the whole set each time.
     fn advance(&mut self, at: Timestamp) {
         self.state.update(|s| {
             if at > s.progress.checkpoint {
@@ -708,12 +710,7 @@ mod tests {
         let (post_tx, mut postbacks) = mpsc::channel(100);
         for i in 0..50 {
             poll_tx
-                .send(Item::Event(
-                    Box::new(crate::bridge::event::SignalsEvent::from(
-                        &json!({"id": format!("p{i}")}),
-                    )),
-                    Origin::Poll,
-                ))
+                .send(Item::Marker(Timestamp::UNIX_EPOCH))
                 .await
                 .unwrap();
             post_tx.send(json!({"id": format!("b{i}")})).await.unwrap();

@@ -4,7 +4,7 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::upstream::error::{Api, UpstreamError};
@@ -205,8 +205,8 @@ impl RawResponse {
     }
 
     /// Decode the JSON body.
-    pub(crate) fn json<T: DeserializeOwned>(
-        &self,
+    pub(crate) fn json<'a, T: Deserialize<'a>>(
+        &'a self,
         api: Api,
         operation: &'static str,
     ) -> Result<T, UpstreamError> {

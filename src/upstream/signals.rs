@@ -107,6 +107,43 @@ pub struct Page<T> {
     pub server_date: Option<jiff::Timestamp>,
 }
 
+/// A page of the events list before decoding: events decoded from it may borrow their text
+/// from its body instead of copying every field.
+pub struct EventsPage {
+    response: RawResponse,
+    offset: u64,
+    server_date: Option<jiff::Timestamp>,
+}
+
+impl EventsPage {
+    const OP: &str = "list_events";
+
+    /// A page a test double serves: `body` as Signals would send it.
+    pub fn from_json(
+        body: &serde_json::Value,
+        offset: u64,
+        server_date: Option<jiff::Timestamp>,
+    ) -> Self {
+        EventsPage {
+            response: RawResponse {
+                status: 200,
+                headers: Default::default(),
+                body: body.to_string().into_bytes(),
+            },
+            offset,
+            server_date,
+        }
+    }
+
+    /// The page's events as `T`.
+    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<Page<T>, UpstreamError> {
+        let raw: RawList<T> = self.response.json(Api::Signals, Self::OP)?;
+        let mut page = finish_page(raw.into(), self.offset);
+        page.server_date = self.server_date;
+        Ok(page)
+    }
+}
+
 /// A list as Signals documents it (`{"data": [...], "total_count": ...}`), or a bare array.
 /// Told apart by the first token rather than `#[serde(untagged)]`, which would buffer every
 /// page (the bridge's hot path) into an intermediate tree and decode it a second time.
@@ -507,7 +544,17 @@ impl SignalsClient {
         offset: u64,
         limit: u32,
     ) -> Result<Page<T>, UpstreamError> {
-        const OP: &str = "list_events";
+        self.events_page(query, offset, limit).await?.decode()
+    }
+
+    /// One page of the events list as it came, for events that borrow from it
+    /// ([`EventsPage::decode`]).
+    pub async fn events_page(
+        &self,
+        query: &EventQuery,
+        offset: u64,
+        limit: u32,
+    ) -> Result<EventsPage, UpstreamError> {
         let mut params = vec![
             ("date_from", signals_time(query.date_from)),
             ("date_to", signals_time(query.date_to)),
@@ -523,18 +570,20 @@ impl SignalsClient {
         }
         params.push(("limit", limit.clamp(1, EVENTS_MAX_LIMIT).to_string()));
         params.push(("offset", offset.to_string()));
-        let url = self.url(OP, &["events"])?;
+        let url = self.url(EventsPage::OP, &["events"])?;
         let response = self
-            .call_raw(OP, reqwest::Method::GET, url, &params, None)
+            .call_raw(EventsPage::OP, reqwest::Method::GET, url, &params, None)
             .await?;
-        let raw: RawList<T> = response.json(Api::Signals, OP)?;
-        let mut page = finish_page(raw.into(), offset);
-        page.server_date = response
+        let server_date = response
             .headers
             .get(reqwest::header::DATE)
             .and_then(|d| d.to_str().ok())
             .and_then(http_date);
-        Ok(page)
+        Ok(EventsPage {
+            response,
+            offset,
+            server_date,
+        })
     }
 
     /// Every event matching `query`, walking all pages of 1000.

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use reqwest::header::HeaderMap;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::runtime::digest::Sha256Hex;
 use crate::upstream::budget::{InFlight, RateBudget, RequestBudget, RequestPermit};
 use crate::upstream::error::{
     Api, ErrorClass, UpstreamError, rate_limit_limit, rate_limit_remaining, rate_limit_reset,
@@ -137,40 +138,146 @@ pub struct TagsPage {
     pub next_cursor: Option<String>,
 }
 
-/// A hashed user identifier: `{"hashed_phone_number": "..."}` or `{"hashed_email": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Identifier {
+/// The hashed user identifiers of one conversion: a phone number, an email, or both. Sent
+/// as X's list of one-key objects (`[{"hashed_phone_number": "..."}, {"hashed_email": "..."}]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Identifiers {
     /// SHA-256 of the E.164 phone number.
-    HashedPhoneNumber(String),
+    pub hashed_phone_number: Option<Sha256Hex>,
     /// SHA-256 of the normalised email.
-    HashedEmail(String),
+    pub hashed_email: Option<Sha256Hex>,
+}
+
+impl Identifiers {
+    /// A phone number alone.
+    pub fn phone(hash: Sha256Hex) -> Self {
+        Identifiers {
+            hashed_phone_number: Some(hash),
+            hashed_email: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashed_phone_number.is_none() && self.hashed_email.is_none()
+    }
+}
+
+/// `conversion_time`: X's `yyyy-MM-ddTHH:mm:ss.SSSZ`, always UTC, written straight into the
+/// request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversionTime(jiff::Timestamp);
+
+impl ConversionTime {
+    pub fn new(at: jiff::Timestamp) -> Self {
+        ConversionTime(at)
+    }
+}
+
+impl ConversionTime {
+    /// The text, built digit by digit: the formatting machinery costs more per event than
+    /// the rest of the mapping.
+    fn text(&self) -> [u8; 24] {
+        let t = jiff::tz::Offset::UTC.to_datetime(self.0);
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, value: u32| {
+            let mut v = value;
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, u32::try_from(t.year()).unwrap_or(0));
+        put(5, 2, u32::try_from(t.month()).unwrap_or(0));
+        put(8, 2, u32::try_from(t.day()).unwrap_or(0));
+        put(11, 2, u32::try_from(t.hour()).unwrap_or(0));
+        put(14, 2, u32::try_from(t.minute()).unwrap_or(0));
+        put(17, 2, u32::try_from(t.second()).unwrap_or(0));
+        put(
+            20,
+            3,
+            u32::try_from(t.subsec_nanosecond() / 1_000_000).unwrap_or(0),
+        );
+        out
+    }
+}
+
+impl std::fmt::Display for ConversionTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.text()).unwrap_or_default())
+    }
 }
 
 /// One conversion of `POST /measurement/conversions/{pixel_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversion {
-    /// `yyyy-MM-ddTHH:mm:ss.SSSZ`.
-    pub conversion_time: String,
-    /// Web event tag id.
-    pub event_id: String,
-    /// Hashed identifiers.
-    pub identifiers: Vec<Identifier>,
-    /// De-duplication id (the Signals event id).
-    pub conversion_id: String,
+    pub conversion_time: ConversionTime,
+    /// Web event tag id (shared by every conversion of a bridge).
+    pub event_id: Arc<str>,
+    pub identifiers: Identifiers,
+    /// De-duplication id (the Signals event id); shared with the bridge's forwarded-id set.
+    pub conversion_id: Arc<str>,
     /// Optional description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
-/// The Conversion API request body, `{"conversions": [...]}`, serialised straight from the
-/// conversions (no intermediate JSON tree).
-pub fn conversions_body(conversions: &[Conversion]) -> Result<Vec<u8>, serde_json::Error> {
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        conversions: &'a [Conversion],
+impl Conversion {
+    /// Appends this conversion as JSON. The time and the hashes are ASCII without anything to
+    /// escape and go in as they are; only the ids and the description are escaped.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"conversion_time\":\"");
+        out.extend_from_slice(&self.conversion_time.text());
+        out.extend_from_slice(b"\",\"event_id\":");
+        json_string(out, &self.event_id);
+        out.extend_from_slice(b",\"identifiers\":[");
+        let ids = [
+            (
+                &b"hashed_phone_number"[..],
+                &self.identifiers.hashed_phone_number,
+            ),
+            (&b"hashed_email"[..], &self.identifiers.hashed_email),
+        ];
+        let mut first = true;
+        for (key, hash) in ids {
+            let Some(hash) = hash else { continue };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(b"{\"");
+            out.extend_from_slice(key);
+            out.extend_from_slice(b"\":\"");
+            out.extend_from_slice(hash.as_str().as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+        out.extend_from_slice(b"],\"conversion_id\":");
+        json_string(out, &self.conversion_id);
+        if let Some(description) = &self.description {
+            out.extend_from_slice(b",\"description\":");
+            json_string(out, description);
+        }
+        out.push(b'}');
     }
-    serde_json::to_vec(&Body { conversions })
+}
+
+/// `text` as a JSON string (quoted and escaped).
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into memory cannot fail.
+    serde_json::to_writer(&mut *out, text).unwrap_or_default();
+}
+
+/// The Conversion API request body, `{"conversions": [...]}`, written straight from the
+/// conversions: no intermediate JSON tree, one allocation.
+pub fn conversions_body(conversions: &[Conversion]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(18 + conversions.len() * 280);
+    body.extend_from_slice(b"{\"conversions\":[");
+    for (i, conversion) in conversions.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        conversion.write_json(&mut body);
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// X's rate-limit headers.
@@ -518,11 +625,7 @@ impl XAdsClient {
         pixel: &str,
         conversions: &[Conversion],
     ) -> Result<ConversionsResult, UpstreamError> {
-        let body = conversions_body(conversions).map_err(|e| UpstreamError::InvalidRequest {
-            api: Api::XAds,
-            operation: "send_conversions",
-            detail: e.to_string(),
-        })?;
+        let body = conversions_body(conversions);
         let (response, rate) = self
             .call_raw(
                 "send_conversions",
@@ -669,9 +772,9 @@ mod tests {
 
     fn conversion() -> Conversion {
         Conversion {
-            conversion_time: "2026-11-01T00:00:00.000Z".into(),
+            conversion_time: ConversionTime::new("2026-11-01T00:00:00Z".parse().unwrap()),
             event_id: "o87ne".into(),
-            identifiers: vec![Identifier::HashedPhoneNumber("ab".into())],
+            identifiers: Identifiers::phone(Sha256Hex::of(b"+11234567890")),
             conversion_id: "ev1".into(),
             description: None,
         }
@@ -799,21 +902,38 @@ mod tests {
     #[test]
     fn conversion_serialises_per_contract() {
         let c = Conversion {
-            conversion_time: "2026-11-01T00:00:00.000Z".into(),
+            conversion_time: ConversionTime::new("2026-11-01T00:00:00Z".parse().unwrap()),
             event_id: "o87ne".into(),
-            identifiers: vec![Identifier::HashedPhoneNumber("ab".into())],
+            identifiers: Identifiers::phone(Sha256Hex::of(b"+11234567890")),
             conversion_id: "ev1".into(),
             description: None,
         };
+        let mut both = c.clone();
+        both.conversion_time = ConversionTime::new("2027-01-01T00:59:59.999Z".parse().unwrap());
+        both.identifiers.hashed_email = Some(Sha256Hex::of(b"test@twitter.com"));
+        both.conversion_id = "ev \"2\"\\\n".into();
+        both.description = Some("converted:größe \u{1}".into());
+        let body: serde_json::Value =
+            serde_json::from_slice(&conversions_body(&[c, both])).expect("valid JSON");
         assert_eq!(
-            serde_json::to_value(&c).unwrap(),
-            serde_json::json!({
+            body,
+            serde_json::json!({"conversions": [{
                 "conversion_time": "2026-11-01T00:00:00.000Z",
                 "event_id": "o87ne",
-                "identifiers": [{"hashed_phone_number": "ab"}],
+                "identifiers": [{"hashed_phone_number": "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231"}],
                 "conversion_id": "ev1"
-            })
+            }, {
+                "conversion_time": "2027-01-01T00:59:59.999Z",
+                "event_id": "o87ne",
+                "identifiers": [
+                    {"hashed_phone_number": "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231"},
+                    {"hashed_email": "d360d510a224510f373931ce2d6215a799f5a9c1cef221b0149b6b6b50cced62"}
+                ],
+                "conversion_id": "ev \"2\"\\\n",
+                "description": "converted:größe \u{1}"
+            }]})
         );
+        assert_eq!(conversions_body(&[]), b"{\"conversions\":[]}");
     }
 
     #[test]
