@@ -46,7 +46,7 @@ for f in "$DIR"/1-*.md "$DIR"/1b-*.md "$DIR"/2-*.md; do [ -f "$f" ] && { cat "$f
 if [ -f "$DIR/pipeline.txt" ]; then
   echo "## 3. Bridge pipeline micro-benchmark (criterion, one core)"
   echo
-  echo "Map + normalise + hash one Signals event, and map + serialise a 500-conversion body:"
+  echo "Map + normalise + hash one decoded Signals event, and decode an events-list page of 500 + map + serialise the 500-conversion body:"
   echo
   echo '```'
   # The measurement of each benchmark, without criterion's comparison to an earlier run.
