@@ -69,7 +69,7 @@ cat <<'NOTES'
   CPU time per event is the measure of what the bridge costs. Profiling with `perf` took the
   run from 8.8k events/s (2026-11-23: the fake's per-page scan, the benchmark's own polling,
   one request in flight) to about 30k, and on 2026-12-02 from 14 µs to 2.3 µs of operator CPU
-  per event (section 4, the table at the end of this page).
+  per event (section 4).
 - Run-to-run variation on this shared virtual machine is large (the micro-benchmark moved
   between 0.54M and 1.1M events/s within an hour with no code change); compare figures from
   one run with each other rather than across runs.
