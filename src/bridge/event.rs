@@ -50,26 +50,6 @@ pub trait Event {
     fn content(&self) -> String;
 }
 
-impl<T: Event + ?Sized> Event for Box<T> {
-    fn field(&self, name: &str) -> Option<Scalar<'_>> {
-        (**self).field(name)
-    }
-
-    fn content(&self) -> String {
-        (**self).content()
-    }
-}
-
-impl<T: Event + ?Sized> Event for &T {
-    fn field(&self, name: &str) -> Option<Scalar<'_>> {
-        (**self).field(name)
-    }
-
-    fn content(&self) -> String {
-        (**self).content()
-    }
-}
-
 impl Event for Value {
     fn field(&self, name: &str) -> Option<Scalar<'_>> {
         Some(match self.get(name)? {
@@ -197,12 +177,6 @@ impl Event for SignalsEvent<'_> {
             Some(v) => v.to_string(),
             None => serde_json::to_string(self).unwrap_or_default(),
         }
-    }
-}
-
-impl<'a> From<&'a Value> for SignalsEvent<'a> {
-    fn from(value: &'a Value) -> Self {
-        SignalsEvent::deserialize(value).unwrap_or_default()
     }
 }
 

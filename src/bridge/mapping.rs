@@ -83,11 +83,6 @@ fn read<'a, E: Event + ?Sized>(event: &'a E, field: &str) -> Option<Scalar<'a>> 
     }
 }
 
-/// The event id, if the event has one.
-pub fn event_id<E: Event + ?Sized>(event: &E) -> Option<String> {
-    read(event, "id")?.as_str().map(str::to_string)
-}
-
 /// The event's date in UTC, if it parses (civil dates read as UTC: the events list's own
 /// filter bounds are UTC, so paging uses this).
 pub fn event_date<E: Event + ?Sized>(event: &E) -> Option<Timestamp> {

@@ -452,7 +452,7 @@ mod tests {
                 let events = self.events.lock().unwrap();
                 events
                     .iter()
-                    .filter(|e| match event_date(e) {
+                    .filter(|e| match event_date(*e) {
                         Some(at) => at >= query.date_from && at < query.date_to,
                         None => true,
                     })
