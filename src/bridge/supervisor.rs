@@ -14,7 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector;
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -461,6 +461,7 @@ impl Supervisor {
         finish: CancellationToken,
     ) {
         let api: Api<ConversionBridge> = Api::namespaced(self.kube.clone(), &key.0);
+        let request = kube::core::Request::new(api.resource_url());
         let uid = reference.uid.clone();
         let mut last_rejected = state.snapshot().progress.rejected;
         let mut last_rejection_event: Option<tokio::time::Instant> = None;
@@ -475,18 +476,11 @@ impl Supervisor {
             let ready = find(&status.common.conditions, READY).is_some_and(|c| c.status == "True");
             self.metrics.set_bridge_ready(&key.0, &key.1, ready);
             if !same_ignoring_lag(written.as_ref(), &status) {
-                let mut body = serde_json::to_value(&status).unwrap_or_default();
-                if status.postback_path.is_none() {
-                    body["postbackPath"] = Value::Null;
-                }
-                // The uid makes the write fail rather than land on a bridge recreated under
-                // the same name.
-                let patch = Patch::Merge(json!({ "metadata": {"uid": uid}, "status": body }));
-                match api
-                    .patch_status(&key.1, &PatchParams::default(), &patch)
+                match self
+                    .patch_status(&request, &key.1, &StatusPatch::of(uid.as_deref(), &status))
                     .await
                 {
-                    Ok(_) => {
+                    Ok(()) => {
                         self.announce(&reference, written.as_ref(), &status).await;
                         written = Some(status);
                     }
@@ -531,6 +525,26 @@ impl Supervisor {
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             }
         }
+    }
+
+    /// One status write. The object the API server answers with is not decoded: a few
+    /// thousand bridges write every interval, and nothing here reads it.
+    async fn patch_status(
+        &self,
+        request: &kube::core::Request,
+        name: &str,
+        patch: &StatusPatch<'_>,
+    ) -> kube::Result<()> {
+        let mut req = request
+            .patch_subresource(
+                "status",
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .map_err(kube::Error::BuildRequest)?;
+        req.extensions_mut().insert("patch_status");
+        self.kube.request_text(req).await.map(drop)
     }
 
     /// An Event when Ready flips.
@@ -590,10 +604,77 @@ fn healthy_before(bridge: &ConversionBridge, type_: &str) -> SideHealth {
     }
 }
 
+/// A bridge's status as a merge patch, serialised straight from the typed status.
+#[derive(serde::Serialize, Debug)]
+struct StatusPatch<'a> {
+    metadata: UidPrecondition<'a>,
+    status: StatusBody<'a>,
+}
+
+/// The uid makes the write fail rather than land on a bridge recreated under the same name.
+#[derive(serde::Serialize, Debug)]
+struct UidPrecondition<'a> {
+    uid: Option<&'a str>,
+}
+
+#[derive(serde::Serialize, Debug)]
+struct StatusBody<'a> {
+    #[serde(flatten)]
+    status: &'a ConversionBridgeStatus,
+    /// A merge patch removes a field only when it says null: a bridge that stopped
+    /// receiving postbacks must not keep advertising its old path.
+    #[serde(rename = "postbackPath", skip_serializing_if = "Option::is_none")]
+    cleared_postback_path: Option<()>,
+}
+
+impl<'a> StatusPatch<'a> {
+    fn of(uid: Option<&'a str>, status: &'a ConversionBridgeStatus) -> Self {
+        StatusPatch {
+            metadata: UidPrecondition { uid },
+            status: StatusBody {
+                status,
+                cleared_postback_path: status.postback_path.is_none().then_some(()),
+            },
+        }
+    }
+}
+
 fn same_ignoring_lag(old: Option<&ConversionBridgeStatus>, new: &ConversionBridgeStatus) -> bool {
     old.is_some_and(|old| {
         let mut old = old.clone();
         old.lag_seconds = new.lag_seconds;
         old == *new
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patch_json(uid: Option<&str>, status: &ConversionBridgeStatus) -> Value {
+        serde_json::to_value(StatusPatch::of(uid, status)).unwrap()
+    }
+
+    #[test]
+    fn status_patch_carries_the_uid_and_the_typed_status() {
+        let status = ConversionBridgeStatus {
+            events_forwarded: 7,
+            postback_path: Some("/postbacks/ns/b".into()),
+            ..Default::default()
+        };
+        let patch = patch_json(Some("u-1"), &status);
+        assert_eq!(patch["metadata"], json!({"uid": "u-1"}));
+        assert_eq!(patch["status"], serde_json::to_value(&status).unwrap());
+        assert_eq!(patch["status"]["postbackPath"], "/postbacks/ns/b");
+    }
+
+    #[test]
+    fn status_patch_clears_a_postback_path_that_went_away() {
+        let status = ConversionBridgeStatus::default();
+        let patch = patch_json(Some("u-1"), &status);
+        let fields = patch["status"].as_object().unwrap();
+        assert_eq!(fields.get("postbackPath"), Some(&Value::Null));
+        assert_eq!(fields.get("eventsForwarded"), Some(&json!(0)));
+    }
 }
