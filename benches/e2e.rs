@@ -1182,6 +1182,7 @@ async fn scale() {
         m.rss_objects = proc_stats(op.id()).1;
 
         // The quiet window: everything Ready, only the trickle and the polls.
+        eprintln!("scale: quiet window of {} s begins", size.quiet_secs);
         b.fake.clear_requests();
         let from = SystemTime::now();
         let (_, _, cpu0) = proc_stats(op.id());
