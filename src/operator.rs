@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use kube::ResourceExt;
-use kube::runtime::events::{Recorder, Reporter};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
@@ -27,6 +26,7 @@ use crate::managed::ownership::Peers;
 use crate::managed::resource::{Managed, Reference};
 use crate::metrics::Metrics;
 use crate::runtime::conditions::is_ready;
+use crate::runtime::events::Events;
 use crate::runtime::scope::{Scope, Trigger, follow};
 use crate::server::{self, Health};
 use crate::sharding::{ShardConfig, Shards, StopShard};
@@ -120,7 +120,7 @@ pub async fn run_until(
     };
     let supervisor = Supervisor::new(
         client.clone(),
-        Recorder::new(client.clone(), Reporter::from("ctwa-operator")),
+        Events::new(&client),
         metrics.clone(),
         config.bridge_status_interval,
         config.bridge_max_seen_ids,

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -27,6 +27,7 @@ use super::worker::{self, SharedSeen, WorkerConfig};
 use crate::api::{ConversionBridge, ConversionBridgeStatus};
 use crate::metrics::Metrics;
 use crate::runtime::conditions::{READY, find};
+use crate::runtime::events::Events;
 use crate::sharding::Shards;
 use crate::upstream::secret::SecretString;
 
@@ -124,7 +125,7 @@ impl Entry {
 /// The bridges of this process.
 pub struct Supervisor {
     kube: kube::Client,
-    recorder: Recorder,
+    events: Events,
     metrics: Arc<Metrics>,
     status_interval: Duration,
     /// `--bridge-max-seen-ids`.
@@ -142,7 +143,7 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(
         kube: kube::Client,
-        recorder: Recorder,
+        events: Events,
         metrics: Arc<Metrics>,
         status_interval: Duration,
         max_seen_ids: usize,
@@ -150,7 +151,7 @@ impl Supervisor {
     ) -> Arc<Self> {
         Arc::new(Supervisor {
             kube,
-            recorder,
+            events,
             metrics,
             status_interval,
             max_seen_ids,
@@ -583,7 +584,7 @@ impl Supervisor {
             action: "Forward".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
+        if let Err(e) = self.events.publish(&event, reference).await {
             tracing::debug!(error = %e, "event not recorded");
         }
     }

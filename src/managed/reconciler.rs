@@ -11,7 +11,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use serde_json::json;
 
 use super::assertions::Assertions;
@@ -26,6 +26,7 @@ use crate::api::{DeletionPolicy, EXTERNAL_ID_ANNOTATION, ManagementPolicy};
 use crate::metrics::Metrics;
 use crate::runtime::backoff::KeyedBackoff;
 use crate::runtime::conditions::{Health, Reason};
+use crate::runtime::events::Events;
 use crate::runtime::failure::Failure;
 use crate::runtime::scope::KubeError;
 use crate::sharding::Shards;
@@ -37,7 +38,7 @@ const OWNER_RECHECK: Duration = RESYNC_FLOOR;
 /// What every reconcile of one kind shares.
 pub struct Context<K: Managed, A> {
     pub client: kube::Client,
-    pub recorder: Recorder,
+    pub events: Events,
     pub adapter: A,
     pub backoff: KeyedBackoff,
     /// Global drift-check interval (`--resync-interval`).
@@ -60,23 +61,24 @@ pub struct Context<K: Managed, A> {
 impl<K: Managed, A> Context<K, A> {
     pub fn new(
         client: kube::Client,
-        recorder: Recorder,
+        events: Events,
         adapter: A,
         resync: Duration,
         metrics: Arc<Metrics>,
         peers: Arc<Peers<K>>,
         shards: Arc<Shards>,
+        credentials: Credentials,
     ) -> Self {
         Self {
             client,
-            recorder,
+            events,
             adapter,
             backoff: KeyedBackoff::default(),
             resync,
             metrics,
             peers,
             shards,
-            credentials: Credentials::default(),
+            credentials,
             noted: Mutex::new(HashSet::new()),
             echoes: Mutex::new(HashMap::new()),
             asserted: Assertions::default(),
@@ -111,7 +113,7 @@ impl<K: Managed, A: ExternalResource<K>> Context<K, A> {
     }
 
     async fn event(&self, obj: &K, type_: EventType, reason: Reason, note: &str) {
-        publish(&self.recorder, obj, type_, reason, note).await;
+        publish(&self.events, obj, type_, reason, note).await;
     }
 
     async fn status(
@@ -121,7 +123,7 @@ impl<K: Managed, A: ExternalResource<K>> Context<K, A> {
         fields: Option<K::Status>,
         force: bool,
     ) -> Result<(), KubeError> {
-        write_status(&self.client, &self.recorder, obj, health, fields, force).await
+        write_status(&self.client, &self.events, obj, health, fields, force).await
     }
 }
 

@@ -4,12 +4,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use serde_json::{Map, Value, json};
 
 use super::resource::{KindStatus, Managed};
 use crate::api::FINALIZER;
 use crate::runtime::conditions::{self, Health, Reason, apply_health};
+use crate::runtime::events::Events;
 use crate::runtime::scope::KubeError;
 
 pub fn api<K: Managed>(client: &kube::Client, obj: &K) -> Api<K> {
@@ -60,7 +61,7 @@ pub fn merge_patch(from: &Value, to: &Value) -> Value {
 /// `lastSyncTime` moves). Emits an Event when the Ready condition changes.
 pub async fn write_status<K: Managed>(
     client: &kube::Client,
-    recorder: &Recorder,
+    events: &Events,
     obj: &K,
     health: &Health,
     fields: Option<K::Status>,
@@ -96,13 +97,13 @@ pub async fn write_status<K: Managed>(
         } else {
             EventType::Warning
         };
-        publish(recorder, obj, type_, health.reason(), health.message()).await;
+        publish(events, obj, type_, health.reason(), health.message()).await;
     }
     Ok(())
 }
 
 pub async fn publish<K: Managed>(
-    recorder: &Recorder,
+    events: &Events,
     obj: &K,
     type_: EventType,
     reason: Reason,
@@ -115,7 +116,7 @@ pub async fn publish<K: Managed>(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(e) = events.publish(&event, &obj.object_ref(&())).await {
         tracing::debug!(error = %e, "event not recorded");
     }
 }
