@@ -9,15 +9,16 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 
+use super::credentials::Credentials;
 use super::external::ExternalResource;
 use super::ownership::Peers;
 use super::reconciler::{Context, error_policy, reconcile};
 use super::resource::{Managed, uses_secret};
 use crate::api::{EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION};
+use crate::runtime::events::Events;
 use crate::runtime::scope::{Scope, Trigger, referencing, shard_acquisitions};
 
 /// What triggers a reconcile: the spec (generation), deletion and the annotations the user
@@ -50,16 +51,18 @@ where
     let api: Api<K> = scope.api();
     let secret_api: Api<PartialObjectMeta<Secret>> = scope.api();
     let (reader, writer) = reflector::store();
+    let (secrets_seen, secrets_writer) = reflector::store();
     let (member, released) = peers.join();
-    let recorder = Recorder::new(client.clone(), Reporter::from("ctwa-operator"));
+    let events = Events::new(&client);
     let ctx = Arc::new(Context::new(
         client,
-        recorder,
+        events,
         adapter,
         scope.resync,
         scope.metrics.clone(),
         peers,
         scope.shards.clone(),
+        Credentials::new(secrets_seen),
     ));
     let indexer = ctx.clone();
     let objects = watcher(api, watcher::Config::default())
@@ -75,9 +78,12 @@ where
         .predicate_filter(trigger_hash, PredicateConfig::default());
 
     let store = reader.clone();
-    // A Secret change (rotation, a fixed password) re-reconciles the objects using it.
+    // A Secret change (rotation, a fixed password) re-reconciles the objects using it. Only
+    // metadata is watched (`PartialObjectMeta`): the contents are read when a reconcile needs
+    // them.
     let secrets = watcher(secret_api, watcher::Config::default())
         .default_backoff()
+        .reflect(secrets_writer)
         .touched_objects();
 
     let mut controller = Controller::for_stream(objects, reader.clone()).reconcile_on(released);
