@@ -302,3 +302,43 @@ async fn send_json(
         .expect("valid request");
     client.request(request).await
 }
+
+/// The requests the API server answered so far, by `"<VERB> <resource>[/<subresource>]"`, from
+/// its own `apiserver_request_total` (every code, every client), for the resources named.
+pub async fn apiserver_requests(
+    client: &Client,
+    resources: &[&str],
+) -> std::collections::BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("valid request");
+    let text = client.request_text(request).await.unwrap_or_default();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(labels) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = labels.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+        };
+        let resource = label("resource");
+        if label("component") != "apiserver" || !resources.contains(&resource) {
+            continue;
+        }
+        let subresource = label("subresource");
+        let key = if subresource.is_empty() {
+            format!("{} {resource}", label("verb"))
+        } else {
+            format!("{} {resource}/{subresource}", label("verb"))
+        };
+        *counts.entry(key).or_default() += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
