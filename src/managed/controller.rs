@@ -18,7 +18,6 @@ use super::ownership::Peers;
 use super::reconciler::{Context, error_policy, reconcile};
 use super::resource::{Managed, uses_secret};
 use crate::api::{EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION};
-use crate::runtime::events::Events;
 use crate::runtime::scope::{Scope, Trigger, referencing, shard_acquisitions};
 
 /// What triggers a reconcile: the spec (generation), deletion and the annotations the user
@@ -53,10 +52,8 @@ where
     let (reader, writer) = reflector::store();
     let (secrets_seen, secrets_writer) = reflector::store();
     let (member, released) = peers.join();
-    let events = Events::new(&client);
     let ctx = Arc::new(Context::new(
         client,
-        events,
         adapter,
         scope.resync,
         scope.metrics.clone(),

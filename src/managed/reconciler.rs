@@ -61,7 +61,6 @@ pub struct Context<K: Managed, A> {
 impl<K: Managed, A> Context<K, A> {
     pub fn new(
         client: kube::Client,
-        events: Events,
         adapter: A,
         resync: Duration,
         metrics: Arc<Metrics>,
@@ -70,8 +69,8 @@ impl<K: Managed, A> Context<K, A> {
         credentials: Credentials,
     ) -> Self {
         Self {
+            events: Events::new(&client),
             client,
-            events,
             adapter,
             backoff: KeyedBackoff::default(),
             resync,
