@@ -10,7 +10,8 @@
 //! (SPEC 7.1). It is never written anywhere; a restart forgets it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
@@ -29,10 +30,25 @@ pub enum Found {
 
 type Key = (String, String);
 
+/// The copy of a Secret read last.
+struct Copy {
+    secret: Secret,
+    /// When the read that found it (or found it gone) began.
+    read_at: Instant,
+    gone: bool,
+}
+
 pub struct Credentials {
     /// The controller's cache of Secret metadata.
     watched: Store<PartialObjectMeta<Secret>>,
-    last_read: Mutex<HashMap<Key, Secret>>,
+    last_read: Mutex<HashMap<Key, Copy>>,
+    /// One read of a Secret at a time: the reconciles that miss together (a thousand new
+    /// objects on one Secret, a restart before the watch has listed) share one GET.
+    reading: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Credentials {
@@ -40,20 +56,31 @@ impl Credentials {
         Credentials {
             watched,
             last_read: Mutex::default(),
+            reading: Mutex::default(),
         }
     }
 
-    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Secret>> {
-        self.last_read.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The copy read last, when the watch shows the Secret unchanged since.
-    fn unchanged(&self, (namespace, name): &Key) -> Option<Secret> {
+    fn unchanged(&self, key: &Key) -> Option<Secret> {
+        let (namespace, name) = key;
         let watched = self.watched.get(&ObjectRef::new(name).within(namespace))?;
         let version = watched.metadata.resource_version.as_deref()?;
-        let last = self.last();
-        let copy = last.get(&(namespace.clone(), name.clone()))?;
-        (copy.metadata.resource_version.as_deref() == Some(version)).then(|| copy.clone())
+        let last = locked(&self.last_read);
+        let copy = last.get(key).filter(|copy| !copy.gone)?;
+        (copy.secret.metadata.resource_version.as_deref() == Some(version))
+            .then(|| copy.secret.clone())
+    }
+
+    /// What a read that began at or after `asked` found: as fresh as a read of one's own.
+    fn read_since(&self, key: &Key, asked: Instant) -> Option<Found> {
+        let last = locked(&self.last_read);
+        let copy = last.get(key).filter(|copy| copy.read_at >= asked)?;
+        let secret = copy.secret.clone();
+        Some(if copy.gone {
+            Found::Remembered(secret)
+        } else {
+            Found::Live(secret)
+        })
     }
 
     /// Reads `namespace/name`, remembering what it finds.
@@ -63,18 +90,39 @@ impl Credentials {
         namespace: &str,
         name: &str,
     ) -> Result<Found, kube::Error> {
+        let asked = Instant::now();
         let key = (namespace.to_string(), name.to_string());
         if let Some(secret) = self.unchanged(&key) {
             return Ok(Found::Live(secret));
         }
+        let gate = locked(&self.reading)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        if let Some(found) = self.read_since(&key, asked) {
+            return Ok(found);
+        }
+        let read_at = Instant::now();
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        Ok(match api.get_opt(name).await? {
+        let live = api.get_opt(name).await?;
+        let mut last = locked(&self.last_read);
+        Ok(match live {
             Some(secret) => {
-                self.last().insert(key, secret.clone());
+                let copy = Copy {
+                    secret: secret.clone(),
+                    read_at,
+                    gone: false,
+                };
+                last.insert(key, copy);
                 Found::Live(secret)
             }
-            None => match self.last().get(&key) {
-                Some(secret) => Found::Remembered(secret.clone()),
+            None => match last.get_mut(&key) {
+                Some(copy) => {
+                    copy.read_at = read_at;
+                    copy.gone = true;
+                    Found::Remembered(copy.secret.clone())
+                }
                 None => Found::Missing,
             },
         })
@@ -110,7 +158,12 @@ mod tests {
         let credentials = Credentials::new(store);
         let key = ("shop".to_string(), "signals".to_string());
         // Not watched yet (the first list still under way): read.
-        credentials.last().insert(key.clone(), secret("7", "old"));
+        let copy = Copy {
+            secret: secret("7", "old"),
+            read_at: Instant::now(),
+            gone: false,
+        };
+        locked(&credentials.last_read).insert(key.clone(), copy);
         assert!(credentials.unchanged(&key).is_none());
 
         watch_shows(&mut writer, "7");
